@@ -1,0 +1,159 @@
+"""Real servers for integration tests: the emulator and gunicorn, each on a free loopback port.
+
+Each listening socket is bound here and handed to the child as an inherited file
+descriptor, so there is no window in which another process could take the port.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _listener() -> socket.socket:
+    sock = socket.create_server(("127.0.0.1", 0), backlog=4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _wait_until_ready(port: int, path: str, process: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
+        try:
+            status, _, _ = request("GET", f"http://127.0.0.1:{port}{path}", timeout=1.0)
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} not ready after {timeout} s")
+
+
+def request(method: str, url: str, body: bytes | str | dict | None = None,
+            headers: dict | None = None, timeout: float = 30.0) -> tuple[int, dict, bytes]:
+    """One HTTP request; returns (status, lower-cased headers, body)."""
+    host_port, _, path = url.removeprefix("http://").partition("/")
+    host, _, port = host_port.partition(":")
+    if isinstance(body, dict):
+        body = json.dumps(body)
+        headers = {"Content-Type": "application/json", **(headers or {})}
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request(method, "/" + path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+@dataclass
+class Process:
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@dataclass
+class Emulator(Process):
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def stats(self) -> dict:
+        return json.loads(request("GET", f"{self.url}/_emulator/stats")[2])
+
+    def arm(self, **fault) -> None:
+        """Make the next request(s) fail as described (see flaskapp.emulator.faults)."""
+        status, _, body = request("POST", f"{self.url}/_emulator/faults", body=fault)
+        assert status == 200, body
+
+    def reset(self) -> None:
+        request("POST", f"{self.url}/_emulator/reset", body={})
+
+    def wait_for(self, predicate, timeout: float = 5.0) -> dict:
+        """Poll the stats until `predicate(stats)` holds; returns the last stats."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats()
+            if predicate(stats) or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.02)
+
+
+def start_emulator(tmp_path: Path, ttft: float = 0.05, tokens_per_second: float = 1000.0,
+                   tokens: int = 50, *extra: str) -> Emulator:
+    sock = _listener()
+    port = sock.getsockname()[1]
+    log_path = tmp_path / f"emulator-{port}.log"
+    args = [sys.executable, "-m", "flaskapp.emulator", "--fd", str(sock.fileno()),
+            "--ttft", str(ttft), "--tokens-per-second", str(tokens_per_second),
+            "--tokens", str(tokens), *extra]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   pass_fds=[sock.fileno()])
+    sock.close()
+    emulator = Emulator(process, port, log_path,
+                        settings={"ttft": ttft, "tokens_per_second": tokens_per_second, "tokens": tokens})
+    _wait_until_ready(port, "/healthz", process)
+    return emulator
+
+
+def start_gunicorn(tmp_path: Path, env: dict[str, str], *args: str,
+                   worker_class: str = "gevent", workers: int = 1) -> Process:
+    """`gunicorn -c gunicorn.conf.py wsgi:app` as a user would run it, on a free port."""
+    sock = _listener()
+    port = sock.getsockname()[1]
+    log_path = tmp_path / f"gunicorn-{port}.log"
+    child_env = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("OPENAI_", "FLASKAPP_", "GUNICORN_"))}
+    child_env.update(env)
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+               "-b", f"fd://{sock.fileno()}", "-k", worker_class, "-w", str(workers), *args, "wsgi:app"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=child_env, stdout=log,
+                                   stderr=subprocess.STDOUT, pass_fds=[sock.fileno()])
+    sock.close()
+    server = Process(process, port, log_path)
+    try:
+        _wait_until_ready(port, "/healthz", process)
+    except RuntimeError as exc:
+        server.stop()
+        raise RuntimeError(f"{exc}\n{server.log()}") from None
+    return server
+
+
+def upstream_env(emulator: Emulator, **settings: str) -> dict[str, str]:
+    """Environment pointing the app at this emulator, plus FLASKAPP_* settings."""
+    env = {"OPENAI_BASE_URL": emulator.base_url, "OPENAI_API_KEY": "sk-test-secret-key-0123456789"}
+    env.update({f"FLASKAPP_{name.upper()}": str(value) for name, value in settings.items()})
+    return env
