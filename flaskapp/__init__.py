@@ -1,0 +1,49 @@
+"""flaskapp: large-language-model answers from Flask, blocking or streamed as they are written."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    # Imported here, not at the top: gunicorn's master imports this package for the
+    # embedded emulator, and must not import ssl users before gevent workers patch.
+    _hide_trio_from_gevent_workers()
+    from . import cli, config, errors, requestlog, views
+    from .upstream import Upstream, UpstreamSettings
+
+    app = Flask(__name__)
+    config.load(app, test_config)
+
+    upstream_options = app.config.get("UPSTREAM_CLIENT_OPTIONS", {})  # tests: a fake transport
+    app.extensions["upstream"] = Upstream(UpstreamSettings.from_config(app.config), **upstream_options)
+
+    errors.init_app(app)
+    requestlog.init_app(app)
+    app.register_blueprint(views.bp)
+    cli.init_app(app)
+    _share_gunicorn_logging()
+    return app
+
+
+def _hide_trio_from_gevent_workers() -> None:
+    # httpcore2 imports trio when it is installed, and trio fails to import once gevent
+    # has patched `select` (no epoll): every upstream call would fail. The sync client
+    # never uses trio, so under gevent it is made to look absent.
+    import select
+    import sys
+
+    if not hasattr(select, "epoll") and "trio" not in sys.modules:
+        sys.modules["trio"] = None  # type: ignore[assignment]
+
+
+def _share_gunicorn_logging() -> None:
+    # Under gunicorn, our log lines go where its error log goes, at its level.
+    gunicorn_log = logging.getLogger("gunicorn.error")
+    ours = logging.getLogger("flaskapp")
+    if gunicorn_log.handlers and not ours.handlers:
+        ours.handlers = gunicorn_log.handlers
+        ours.setLevel(gunicorn_log.level)
+        ours.propagate = False

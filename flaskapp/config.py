@@ -1,0 +1,101 @@
+"""Settings: defaults here, overridden by `FLASKAPP_*` environment variables, then by tests.
+
+Every setting is cast and checked once at start-up, so a typo fails loudly before the
+first request instead of as a 500 later. The upstream's own settings (`OPENAI_API_KEY`,
+`OPENAI_BASE_URL`) are read by the `openai` client itself, as its users expect.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from flask import Flask
+
+SEED_SYSTEM_PROMPT = (
+    "You are a helpful assistant. Answer thoroughly, in well-organised paragraphs of plain prose."
+)
+SEED_PROMPT = (
+    "Write a long, detailed essay on why streaming responses improve the experience of people "
+    "waiting for answers from large language models."
+)
+
+DEFAULTS: dict[str, Any] = {
+    "MODEL": "gpt-4",
+    "ALLOWED_MODELS": "",  # comma-separated; MODEL is always allowed
+    "SYSTEM_PROMPT": SEED_SYSTEM_PROMPT,
+    "DEFAULT_PROMPT": SEED_PROMPT,
+    "MAX_PROMPT_CHARS": 32_000,
+    "MAX_TOKENS_LIMIT": 16_384,  # largest max_tokens a caller may ask for
+    "MAX_CONTENT_LENGTH": 256 * 1024,  # Flask's own cap on request bodies (413)
+    "CONNECT_TIMEOUT": 5.0,  # seconds to open the upstream connection
+    "FIRST_TOKEN_TIMEOUT": 60.0,  # seconds from request to the first streamed token
+    "IDLE_TIMEOUT": 60.0,  # longest silence between two streamed chunks
+    "REQUEST_TIMEOUT": 600.0,  # whole blocking call
+    "MAX_RETRIES": 2,  # upstream retries before the first byte (the openai client's own)
+    "UPSTREAM_MAX_CONNECTIONS": 10_000,  # per worker; one per concurrent stream
+}
+
+
+def _positive(cast: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        value = cast(value)
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+    return check
+
+
+def _non_negative_int(value: Any) -> int:
+    value = int(value)
+    if value < 0:
+        raise ValueError("must be zero or more")
+    return value
+
+
+def _models(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v).strip() for v in value if str(v).strip())
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+def _text(value: Any) -> str:
+    value = str(value)
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+_CASTS: dict[str, Callable[[Any], Any]] = {
+    "MODEL": _text,
+    "ALLOWED_MODELS": _models,
+    "SYSTEM_PROMPT": str,
+    "DEFAULT_PROMPT": _text,
+    "MAX_PROMPT_CHARS": _positive(int),
+    "MAX_TOKENS_LIMIT": _positive(int),
+    "MAX_CONTENT_LENGTH": _positive(int),
+    "CONNECT_TIMEOUT": _positive(float),
+    "FIRST_TOKEN_TIMEOUT": _positive(float),
+    "IDLE_TIMEOUT": _positive(float),
+    "REQUEST_TIMEOUT": _positive(float),
+    "MAX_RETRIES": _non_negative_int,
+    "UPSTREAM_MAX_CONNECTIONS": _positive(int),
+}
+
+
+class ConfigError(RuntimeError):
+    """A setting has a value the service cannot run with."""
+
+
+def load(app: Flask, overrides: dict[str, Any] | None = None) -> None:
+    """Defaults, then `FLASKAPP_*` from the environment, then `overrides`; cast and check all."""
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env("FLASKAPP")
+    if overrides:
+        app.config.from_mapping(overrides)
+    for name, cast in _CASTS.items():
+        try:
+            app.config[name] = cast(app.config[name])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"FLASKAPP_{name}: {exc} (got {app.config[name]!r})") from None
+    # The configured model is always on the allow-list.
+    app.config["ALLOWED_MODELS"] = (app.config["MODEL"],) + tuple(
+        m for m in app.config["ALLOWED_MODELS"] if m != app.config["MODEL"])

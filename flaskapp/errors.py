@@ -1,0 +1,110 @@
+"""Errors the service answers with, and the one place they become JSON.
+
+    ApiError                    any status; body {"error": {"type", "message"}}
+    ├── InvalidRequest          400 invalid_request_error (bad input; 404/405/413 come from Werkzeug)
+    ├── ClientClosedRequest     499 client_closed_request: the client left first (nobody reads it)
+    └── UpstreamError           502 upstream_error: the model server failed or answered nonsense
+        ├── UpstreamRateLimited 429 rate_limit_error, with the upstream's Retry-After
+        ├── UpstreamUnavailable 503 upstream_unavailable: connection refused or reset
+        └── UpstreamTimeout     504 upstream_timeout: no answer, first token or next chunk in time
+
+`from_openai()` maps the `openai` client's exceptions onto this tree. Upstream messages
+are never passed on verbatim: an upstream 401 message quotes part of the API key.
+"""
+from __future__ import annotations
+
+import logging
+
+import openai
+from flask import Flask, Response, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("flaskapp")
+
+
+class ApiError(Exception):
+    status = 500
+    type = "server_error"
+    outcome = "rejected"  # for the request log: what became of the request
+
+    def __init__(self, message: str, *, retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+    def body(self) -> dict:
+        return {"error": {"type": self.type, "message": self.message}}
+
+
+class InvalidRequest(ApiError):
+    status, type = 400, "invalid_request_error"
+
+
+class ClientClosedRequest(ApiError):
+    status, type, outcome = 499, "client_closed_request", "client_disconnected"
+
+
+class UpstreamError(ApiError):
+    status, type, outcome = 502, "upstream_error", "upstream_error"
+
+
+class UpstreamRateLimited(UpstreamError):
+    status, type = 429, "rate_limit_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status, type = 503, "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status, type = 504, "upstream_timeout"
+
+
+def from_openai(exc: openai.OpenAIError) -> UpstreamError:
+    """The error to answer with when the `openai` client raised `exc`."""
+    if isinstance(exc, openai.APITimeoutError):
+        return UpstreamTimeout("The model server did not answer in time.")
+    if isinstance(exc, openai.APIConnectionError):
+        return UpstreamUnavailable("The model server could not be reached.")
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status == 429:
+            return UpstreamRateLimited("The model server is rate limiting requests; retry later.",
+                                       retry_after=exc.response.headers.get("retry-after"))
+        if status in (401, 403):
+            return UpstreamError("The model server rejected this service's credentials.")
+        if status in (400, 404, 422):
+            return UpstreamError(f"The model server rejected the request ({status}).")
+        if status in (502, 503, 504):
+            return UpstreamUnavailable(f"The model server is unavailable ({status}).")
+        return UpstreamError(f"The model server failed ({status}).")
+    return UpstreamError("The model server sent a response that could not be read.")
+
+
+def error_response(error: ApiError) -> Response:
+    g.error = error  # for the request log
+    response = jsonify(error.body())
+    response.status_code = error.status
+    if error.retry_after:
+        response.headers["Retry-After"] = error.retry_after
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(ApiError, error_response)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        # 404, 405, 413 and friends: the same JSON shape as our own errors.
+        error = ApiError(exc.description or exc.name)
+        error.status, error.type = exc.code or 500, "invalid_request_error"
+        response = error_response(error)
+        if exc.code == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        # A bug: log it for us, never show the traceback to the caller.
+        log.exception("unhandled error")
+        return error_response(ApiError("The server failed to handle this request."))

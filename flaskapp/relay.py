@@ -1,0 +1,126 @@
+"""The streaming hot path: from an open upstream stream to the client's bytes.
+
+`Relay.open()` does everything that can still fail with a real HTTP status — opening
+the upstream call and waiting for its first content — before the view returns the
+response. After that, the body generators only pass bytes on: one write per upstream
+read, however many tokens it held, and no per-token objects.
+
+A failure after the first byte cannot change the status any more. The SSE body says
+so with `event: error`; the plain-text body aborts the connection before the final
+chunk, so the client sees an incomplete transfer, never a short answer that looks whole.
+"""
+from __future__ import annotations
+
+import socket
+from typing import Callable, Iterator
+
+from .chunks import sse_event, text_of
+from .errors import ApiError, ClientClosedRequest, UpstreamError
+from .guard import ClientGone, Guard, guard_for
+from .params import ChatParams
+from .requestlog import CLIENT_DISCONNECTED, COMPLETED, UPSTREAM_ERROR, RequestRecord
+from .upstream import ChatStream, Upstream
+
+Encoder = Callable[[list[bytes]], bytes]
+
+# Streams must reach the client as they are written: no proxy buffering, no caching.
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def encode_text(pieces: list[bytes]) -> bytes:
+    return b"".join([text_of(piece) for piece in pieces])
+
+
+def encode_sse(pieces: list[bytes]) -> bytes:
+    return b"".join([b'data: {"text":%s}\n\n' % piece for piece in pieces])
+
+
+class Relay:
+    def __init__(self, stream: ChatStream, pieces: Iterator[list[bytes]], first: list[bytes],
+                 guard: Guard, record: RequestRecord, environ: dict) -> None:
+        self.stream, self._pieces, self._first = stream, pieces, first
+        self.guard, self.record, self._environ = guard, record, environ
+
+    @classmethod
+    def open(cls, upstream: Upstream, params: ChatParams, environ: dict,
+             record: RequestRecord) -> "Relay":
+        guard = guard_for(environ, record.started + upstream.settings.first_token_timeout)
+        stream = None
+        try:
+            stream = upstream.open_stream(params, guard)
+            pieces = iter(stream)
+            first = next(pieces, [])
+        except ClientGone:
+            _close(stream, guard)
+            raise ClientClosedRequest("The client closed the connection.") from None
+        except ApiError:
+            _close(stream, guard)
+            raise
+        return cls(stream, pieces, first, guard, record, environ)
+
+    def text(self) -> Iterator[bytes]:
+        return self._relay(encode_text, self._abort_connection)
+
+    def sse(self) -> Iterator[bytes]:
+        return self._relay(encode_sse, self._error_event)
+
+    def _relay(self, encode: Encoder, fail: Callable[[UpstreamError], Iterator[bytes]]) -> Iterator[bytes]:
+        record = self.record
+        record.status = 200
+        try:
+            if self._first:
+                out = encode(self._first)
+                record.first_byte()
+                record.bytes += len(out)
+                yield out
+            for pieces in self._pieces:
+                out = encode(pieces)
+                record.bytes += len(out)
+                yield out
+            if encode is encode_sse:
+                yield self._done_event()
+            self._finish(COMPLETED)
+        except UpstreamError as exc:
+            self._finish(UPSTREAM_ERROR, exc.type)
+            yield from fail(exc)
+        except (ClientGone, GeneratorExit, OSError):
+            # GeneratorExit: the server closed us after a failed write to the client.
+            self._finish(CLIENT_DISCONNECTED)
+        finally:
+            self._finish(CLIENT_DISCONNECTED)  # no-op when already finished
+
+    def _finish(self, outcome: str, error: str | None = None) -> None:
+        if self.record.written:
+            return
+        _close(self.stream, self.guard)
+        parser = self.stream.parser
+        self.record.chunks = parser.chunks
+        usage = parser.usage or {}
+        self.record.tokens = usage.get("completion_tokens", parser.chunks)
+        self.record.finish(outcome, error)
+
+    def _done_event(self) -> bytes:
+        parser, record = self.stream.parser, self.record
+        return sse_event({"finish_reason": parser.finish_reason, "usage": parser.usage,
+                          "chunks": parser.chunks, "time_to_first_byte": record.time_to_first_byte,
+                          "total_time": record.elapsed()}, event="done")
+
+    def _error_event(self, error: UpstreamError) -> Iterator[bytes]:
+        yield sse_event(error.body(), event="error")
+
+    def _abort_connection(self, error: UpstreamError) -> Iterator[bytes]:
+        client = self._environ.get("gunicorn.socket")
+        if client is None:
+            raise RuntimeError(error.message)  # other servers abort the response on an exception
+        # The server's final zero-length chunk will now fail to send: the transfer stays incomplete.
+        try:
+            client.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return iter(())
+
+
+def _close(stream: ChatStream | None, guard: Guard) -> None:
+    guard.close()
+    if stream is not None:
+        stream.close()

@@ -1,0 +1,173 @@
+"""The model server, through the official `openai` client. Knows nothing of Flask.
+
+`Upstream.complete()` makes a blocking call; `Upstream.open_stream()` opens a
+streaming one and returns a `ChatStream` once the upstream has answered with a
+status, so failures before the first byte surface as exceptions, not as a broken
+200. Both take the request's `Guard`, which may interrupt them when the client
+leaves or the upstream goes silent.
+
+The client is made lazily per process: gunicorn forks workers after loading the
+config, and a connection pool must never be shared across a fork.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import httpx2
+import openai
+
+from .chunks import ChunkParser, MalformedChunk
+from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, from_openai
+from .guard import ClientGone, Guard, UpstreamSilent
+from .params import ChatParams
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    connect_timeout: float = 5.0
+    first_token_timeout: float = 60.0
+    idle_timeout: float = 60.0
+    request_timeout: float = 600.0
+    max_retries: int = 2
+    max_connections: int = 10_000
+
+    @classmethod
+    def from_config(cls, config: Any) -> "UpstreamSettings":
+        return cls(config["CONNECT_TIMEOUT"], config["FIRST_TOKEN_TIMEOUT"], config["IDLE_TIMEOUT"],
+                   config["REQUEST_TIMEOUT"], config["MAX_RETRIES"], config["UPSTREAM_MAX_CONNECTIONS"])
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str | None
+    usage: dict | None
+
+
+class Upstream:
+    def __init__(self, settings: UpstreamSettings, **client_options: Any) -> None:
+        self.settings = settings
+        self._client_options = client_options  # e.g. api_key, base_url, http_client (tests)
+        self._client: openai.OpenAI | None = None
+        self._pid = 0
+
+    @property
+    def client(self) -> openai.OpenAI:
+        if self._client is None or self._pid != os.getpid():
+            options = dict(self._client_options)
+            options.setdefault("http_client", openai.DefaultHttpxClient(limits=httpx2.Limits(
+                max_connections=self.settings.max_connections, max_keepalive_connections=1000)))
+            self._client = openai.OpenAI(max_retries=self.settings.max_retries, **options)
+            self._pid = os.getpid()
+        return self._client
+
+    @property
+    def base_url(self) -> str:
+        return str(self.client.base_url)
+
+    def _arguments(self, params: ChatParams) -> dict[str, Any]:
+        arguments: dict[str, Any] = {"model": params.model, "messages": params.messages()}
+        if params.max_tokens is not None:
+            arguments["max_tokens"] = params.max_tokens
+        if params.temperature is not None:
+            arguments["temperature"] = params.temperature
+        return arguments
+
+    def complete(self, params: ChatParams, guard: Guard) -> Completion:
+        s = self.settings
+        timeout = httpx2.Timeout(s.request_timeout, connect=s.connect_timeout)
+        guard.waiting = True
+        try:
+            # The raw response: one json.loads instead of a tree of pydantic objects.
+            raw = self.client.chat.completions.with_raw_response.create(
+                **self._arguments(params), timeout=timeout)
+            body = raw.http_response.content
+        except openai.OpenAIError as exc:
+            raise from_openai(exc) from None
+        finally:
+            guard.waiting = False
+        try:
+            data = json.loads(body)
+            choice = data["choices"][0]
+            text = choice["message"]["content"] or ""
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise UpstreamError("The model server sent a response that could not be read.") from None
+        return Completion(text, choice.get("finish_reason"), data.get("usage"))
+
+    def open_stream(self, params: ChatParams, guard: Guard) -> "ChatStream":
+        s = self.settings
+        # The client's read timeout is the backstop; the guard enforces the finer deadlines.
+        timeout = httpx2.Timeout(max(s.first_token_timeout, s.idle_timeout), connect=s.connect_timeout)
+        context = self.client.chat.completions.with_streaming_response.create(
+            **self._arguments(params), stream=True, stream_options={"include_usage": True},
+            timeout=timeout)
+        guard.waiting = True
+        try:
+            response = context.__enter__()
+        except openai.OpenAIError as exc:
+            raise from_openai(exc) from None
+        except UpstreamSilent:
+            raise UpstreamTimeout(
+                f"The model server sent nothing within {s.first_token_timeout:g} s.") from None
+        finally:
+            guard.waiting = False
+        return ChatStream(response.http_response, guard, s)
+
+
+class ChatStream:
+    """An open upstream stream. Iterate it for lists of content literals, one list per read."""
+
+    def __init__(self, response: httpx2.Response, guard: Guard, settings: UpstreamSettings) -> None:
+        self.response = response
+        self.parser = ChunkParser()
+        self._guard = guard
+        self._settings = settings
+        self._started = False
+
+    def close(self) -> None:
+        self.response.close()
+
+    def __iter__(self) -> Iterator[list[bytes]]:
+        guard, parser, idle = self._guard, self.parser, self._settings.idle_timeout
+        reads = self.response.iter_bytes()
+        started = False  # until the first read, the guard holds the first-token deadline
+        try:
+            while True:
+                if guard.gone:
+                    raise ClientGone()
+                if started:
+                    guard.deadline = time.monotonic() + idle
+                guard.waiting = True
+                try:
+                    data = next(reads)
+                except StopIteration:
+                    break
+                finally:
+                    guard.waiting = False
+                started = True
+                pieces = parser.feed(data)
+                if parser.error is not None:
+                    raise UpstreamError(_error_message(parser.error))
+                if pieces:
+                    yield pieces
+        except UpstreamSilent:
+            what = "the next chunk" if parser.chunks else "the first token"
+            limit = self._settings.idle_timeout if parser.chunks else self._settings.first_token_timeout
+            raise UpstreamTimeout(f"The model server sent {what} after more than {limit:g} s.") from None
+        except MalformedChunk as exc:
+            raise UpstreamError(f"The model server sent a malformed event ({exc}).") from None
+        except httpx2.TimeoutException:
+            raise UpstreamTimeout("The model server stopped sending.") from None
+        except httpx2.TransportError:
+            raise UpstreamUnavailable("The model server dropped the stream.") from None
+        if not parser.complete:
+            raise UpstreamError("The model server ended the stream before the answer was complete.")
+
+
+def _error_message(error: dict) -> str:
+    kind = str(error.get("type") or error.get("code") or "error")[:60]
+    return f"The model server failed mid-stream ({kind})."

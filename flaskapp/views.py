@@ -1,0 +1,58 @@
+"""The prompt views: `/` answers when the whole answer is ready, `/stream` as it is written."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, g, request, stream_with_context
+
+from . import params
+from .errors import ClientClosedRequest
+from .guard import ClientGone, guard_for
+from .relay import STREAM_HEADERS, Relay
+from .requestlog import RequestRecord
+
+bp = Blueprint("prompt", __name__)
+
+TEXT = "text/plain; charset=utf-8"
+SSE = "text/event-stream; charset=utf-8"
+
+
+def _start(route: str) -> params.ChatParams:
+    g.record = RequestRecord(route=route, method=request.method)
+    chat = params.parse(request, current_app.config)
+    g.record.model = chat.model
+    return chat
+
+
+def _wants_sse(chat: params.ChatParams) -> bool:
+    if chat.format:
+        return chat.format == "sse"
+    # Only an explicit text/event-stream: curl's */* gets plain text.
+    return any(value == "text/event-stream" and quality > 0 for value, quality in request.accept_mimetypes)
+
+
+@bp.route("/", methods=["GET", "POST"])
+def blocking() -> Response:
+    chat = _start("/")
+    upstream = current_app.extensions["upstream"]
+    guard = guard_for(request.environ, float("inf"))
+    try:
+        completion = upstream.complete(chat, guard)
+    except ClientGone:
+        raise ClientClosedRequest("The client closed the connection.") from None
+    finally:
+        guard.close()
+    g.record.tokens = (completion.usage or {}).get("completion_tokens")
+    return Response(completion.text, mimetype=TEXT)
+
+
+@bp.route("/stream", methods=["GET", "POST"])
+def stream() -> Response:
+    chat = _start("/stream")
+    relay = Relay.open(current_app.extensions["upstream"], chat, request.environ, g.record)
+    if _wants_sse(chat):
+        return Response(stream_with_context(relay.sse()), content_type=SSE, headers=STREAM_HEADERS)
+    return Response(stream_with_context(relay.text()), content_type=TEXT, headers=STREAM_HEADERS)
+
+
+@bp.route("/healthz")
+def healthz() -> Response:
+    return Response("ok\n", mimetype=TEXT)

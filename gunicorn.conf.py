@@ -1,0 +1,44 @@
+"""gunicorn settings for flaskapp: `gunicorn -c gunicorn.conf.py wsgi:app`.
+
+Command-line flags (`-b`, `-w`, `-k`, ...) and GUNICORN_CMD_ARGS override everything
+here. The address is gunicorn's own default, 127.0.0.1:8000 (or 0.0.0.0:$PORT when
+PORT is set); the number of workers is gunicorn's WEB_CONCURRENCY or 1.
+"""
+import os
+
+wsgi_app = "wsgi:app"
+
+# Workers: gevent, so one worker holds thousands of slow streams. The gevent worker
+# patches the standard library before it loads the app, so never preload it in the master.
+worker_class = "gevent"
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "4000"))
+preload_app = False
+
+# Timeouts: answers take minutes; a stopping worker lets its streams finish first.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "120"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+
+# gunicorn's control socket defaults to one path per user, which two servers on one
+# machine would fight over: off unless a path is given.
+control_socket_disable = "GUNICORN_CONTROL_SOCKET" not in os.environ
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "gunicorn.ctl")
+
+accesslog = os.environ.get("GUNICORN_ACCESSLOG")  # our own JSON line per request is on stderr
+
+
+def on_starting(server):
+    """With no upstream configured, start the built-in emulator for all workers."""
+    from flaskapp import embedded
+
+    if embedded.wanted():
+        server.emulator, base_url = embedded.start()
+        server.log.info("No OPENAI_API_KEY or OPENAI_BASE_URL set: answering from the built-in "
+                        "emulator at %s (FLASKAPP_EMULATOR_* sets its timing)", base_url)
+
+
+def on_exit(server):
+    from flaskapp import embedded
+
+    if getattr(server, "emulator", None) is not None:
+        embedded.stop(server.emulator)
