@@ -1,0 +1,207 @@
+"""Command line: `python -m flaskapp.loadtest run URL ...` and `... experiment --out DIR`.
+
+The same two mains are wrapped as click commands (`loadtest`, `experiment`) for
+`app.cli.add_command(...)`, so `flask --app wsgi loadtest URL` works too; the click
+commands pass their arguments through to argparse, which owns the options and the help.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from .client import KINDS, Target
+
+SUBCOMMANDS = ("run", "experiment")
+
+
+def _csv_ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("concurrency values must be positive integers")
+    return values
+
+
+def _add_request_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("what each request asks")
+    group.add_argument("--prompt", default="Write a short story about a lighthouse keeper.",
+                       help="The prompt sent with every request.")
+    group.add_argument("--max-tokens", type=int, default=None,
+                       help="Ask for at most this many tokens (default: leave it to the server).")
+    group.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                       help="Event loop of the load generator; auto uses uvloop when installed.")
+    group.add_argument("--quiet", action="store_true", help="Show no progress on stderr.")
+
+
+def build_run_parser(prog: str = "python -m flaskapp.loadtest run") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Fire concurrent requests at the blocking and streaming views "
+        "(or straight at an OpenAI-compatible server) and report TTFT, inter-chunk and end-to-end latency.")
+    parser.add_argument("url", help="Base URL of the server, such as http://127.0.0.1:8000.")
+    load = parser.add_argument_group("how much load")
+    load.add_argument("-k", "--kind", action="append", choices=KINDS,
+                      help="Kind of request; repeat for several (default: block and stream). "
+                      "openai-block and openai-stream POST {url}/v1/chat/completions.")
+    load.add_argument("-c", "--concurrency", type=int, default=10,
+                      help="Requests in flight at once, per kind (default: %(default)s).")
+    load.add_argument("-n", "--requests", type=int, default=None,
+                      help="Requests to send per kind (default: as many as the concurrency, unless --duration is set).")
+    load.add_argument("-d", "--duration", type=float, default=None,
+                      help="Keep sending for this many seconds per kind.")
+    load.add_argument("--together", action="store_true",
+                      help="Run the kinds at the same time, as the seed did, instead of one after another.")
+    load.add_argument("--timeout", type=float, default=60.0,
+                      help="Give up on a single request after this many seconds (default: %(default)s).")
+    load.add_argument("--time-limit", type=float, default=None,
+                      help="End each run after this many seconds, cancelling what is in flight.")
+    _add_request_options(parser)
+    output = parser.add_argument_group("what it writes")
+    output.add_argument("--json", type=Path, default=None, help="Write the raw per-request records here.")
+    output.add_argument("--plot", type=Path, default=None,
+                        help="Write a request timeline PNG here, and latency distributions beside it.")
+    return parser
+
+
+def build_experiment_parser(prog: str = "python -m flaskapp.loadtest experiment") -> argparse.ArgumentParser:
+    from .experiment import DEFAULT_SETUPS
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Start the emulator and gunicorn for each server set-up, run bursts of "
+        "blocking and streaming requests at each concurrency, and write DIR/report.md, plots and raw records.")
+    parser.add_argument("--out", type=Path, required=True, help="Directory for the report, plots and raw data.")
+    cells = parser.add_argument_group("the cells")
+    cells.add_argument("--setup", action="append", default=None, metavar="NAME=ARGS",
+                       help="A server set-up: 'direct' or a name and gunicorn arguments, such as "
+                       "'gevent=-k gevent -w 1'. Repeat for several (default: "
+                       + "; ".join(DEFAULT_SETUPS) + ").")
+    cells.add_argument("--kinds", default="block,stream",
+                       help="Comma-separated kinds to run in each set-up (default: %(default)s).")
+    cells.add_argument("--concurrency", type=_csv_ints, default=(1, 10, 100, 500),
+                       help="Comma-separated concurrency levels (default: 1,10,100,500).")
+    cells.add_argument("--rounds", type=int, default=1,
+                       help="Requests per cell are rounds x concurrency (default: %(default)s).")
+    cells.add_argument("--min-requests", type=int, default=3,
+                       help="But never fewer than this many requests per cell (default: %(default)s).")
+    cells.add_argument("--cell-time-limit", type=float, default=20.0,
+                       help="Seconds after which a cell is ended and reported as timed out (default: %(default)s).")
+    cells.add_argument("--no-pin", dest="pin", action="store_false",
+                       help="Do not pin gunicorn to one CPU and the emulator and load generator to the others.")
+    timing = parser.add_argument_group("the emulator's pace")
+    timing.add_argument("--ttft", type=float, default=0.5, help="Seconds before the first token (default: %(default)s).")
+    timing.add_argument("--tokens-per-second", type=float, default=50.0, help="Pace of the answer (default: %(default)s).")
+    timing.add_argument("--tokens", type=int, default=100, help="Answer length in tokens (default: %(default)s).")
+    _add_request_options(parser)
+    return parser
+
+
+async def _run_all(args: argparse.Namespace, target: Target, kinds: list[str]):
+    import asyncio
+    from .runner import Progress, run_kind
+    requests = args.requests if args.requests or args.duration else args.concurrency
+
+    def one(kind: str):
+        return run_kind(target, kind, args.concurrency, requests=requests, duration=args.duration,
+                        timeout=args.timeout, time_limit=args.time_limit,
+                        progress=Progress(f"{kind} c={args.concurrency}", enabled=not args.quiet))
+    if args.together:
+        return await asyncio.gather(*(one(kind) for kind in kinds))
+    return [await one(kind) for kind in kinds]
+
+
+def run_main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    from . import report
+    from .runner import run
+    from .stats import summarize
+    parser = build_run_parser(*( [prog] if prog else []))
+    args = parser.parse_args(argv)
+    kinds = args.kind or ["block", "stream"]
+    target = Target(args.url.rstrip("/"), prompt=args.prompt, max_tokens=args.max_tokens)
+    try:
+        target.request_bytes(kinds[0])
+    except ValueError as exc:
+        parser.error(str(exc))
+    results = run(lambda: _run_all(args, target, kinds), loop=args.loop)
+    for result in results:
+        print(report.kind_table(result.kind, summarize(result.records, result.wall_time),
+                                None if args.together else result.client_cpu))
+        if result.timed_out:
+            print("(ended by --time-limit; requests in flight were cancelled)")
+        print()
+    records = [r for result in results for r in result.records]
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in records]))
+        print(f"raw records: {args.json}")
+    if args.plot:
+        from . import plots
+        groups = {result.kind: result.records for result in results}
+        plots.plot_timeline(groups, args.plot, f"{args.url}, {args.concurrency} concurrent per kind")
+        other = args.plot.with_name(args.plot.stem + "-distributions.png")
+        plots.plot_distributions(groups, other)
+        print(f"plots: {args.plot}, {other}")
+    return 1 if any(r.error for r in records) else 0
+
+
+def experiment_main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    from . import report
+    from .experiment import ExperimentConfig, Setup, run_experiment
+    parser = build_experiment_parser(*([prog] if prog else []))
+    args = parser.parse_args(argv)
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    if not kinds or not set(kinds) <= set(KINDS):
+        parser.error(f"--kinds takes some of {', '.join(KINDS)}")
+    try:
+        setups = [Setup.parse(s) for s in (args.setup or [])] or ExperimentConfig(args.out).setups
+    except ValueError as exc:
+        parser.error(str(exc))
+    command = " ".join(shlex.quote(a) for a in [prog or "python -m flaskapp.loadtest experiment",
+                                                 *(sys.argv[1:] if argv is None else argv)])
+    config = ExperimentConfig(out=args.out, setups=setups, kinds=kinds, concurrency=args.concurrency,
+                              rounds=args.rounds, min_requests=args.min_requests,
+                              cell_time_limit=args.cell_time_limit, ttft=args.ttft,
+                              tokens_per_second=args.tokens_per_second, tokens=args.tokens,
+                              max_tokens=args.max_tokens, pin=args.pin and len(os.sched_getaffinity(0)) >= 2,
+                              loop=args.loop, progress=not args.quiet, command=command)
+    cells = run_experiment(config)
+    print(report.cells_table(cells, markdown=False))
+    print(f"\nreport: {args.out / 'report.md'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "experiment":
+        return experiment_main(argv[1:])
+    if argv and argv[0] == "run":
+        argv = argv[1:]
+    elif not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m flaskapp.loadtest {run,experiment} ...\n\n"
+              "  run URL ...          load-test a server (the word 'run' may be left out)\n"
+              "  experiment --out DIR start the servers and run the whole experiment\n\n"
+              "Each takes --help.")
+        return 0
+    return run_main(argv)
+
+
+_PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+
+
+@click.command("loadtest", context_settings=_PASS_THROUGH, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def loadtest_command(args: tuple[str, ...]) -> None:
+    """Load-test the blocking and streaming views (see --help)."""
+    sys.exit(run_main(list(args), prog="flask loadtest"))
+
+
+@click.command("experiment", context_settings=_PASS_THROUGH, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def experiment_command(args: tuple[str, ...]) -> None:
+    """Run the blocking-vs-streaming experiment and write a report (see --help)."""
+    sys.exit(experiment_main(list(args), prog="flask experiment"))

@@ -1,0 +1,331 @@
+"""The concurrent HTTP driver: C requests in flight at once, each timed from send to last byte.
+
+Why raw asyncio protocols and a minimal HTTP/1.1 reader rather than aiohttp or httpx:
+the driver must hold 500-2,000 live streams on one core without becoming the thing
+measured. A `Protocol.data_received` callback is stamped with the clock the moment
+the event loop hands it bytes, and parses chunked framing in a few bytes operations,
+with no per-chunk `await`, task switch or header object. aiohttp's reader would add
+a coroutine round-trip per chunk and hide whether the final zero-length chunk came
+(which is how a text stream that failed mid-way shows: "truncated"). The reader only
+has to understand what our own servers send: HTTP/1.1 with Content-Length, chunked
+transfer or read-until-close; one connection per request (`Connection: close`), as
+independent users would. uvloop is used when installed: the same callbacks, a faster loop.
+No gevent here, so nothing needs monkey-patching and ssl imports are harmless.
+
+Per request we record the send time, time to response headers, time to first text
+(TTFT), the gaps between reads that carried text (inter-chunk latency), the end-to-end
+time, bytes, chunks, HTTP status and an error kind:
+
+    http_<status>   the server answered with a non-2xx status
+    connect         the connection could not be made
+    reset           the connection broke before the response was complete
+    truncated       a stream ended without its terminator (final chunk, `[DONE]`, `event: done`)
+    stream_error    an SSE stream reported an error event
+    protocol        the response could not be parsed as HTTP/1.1
+    timeout         the request took longer than its timeout
+    cancelled       the run ended (its time bound) while the request was in flight
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit
+
+KINDS = ("block", "stream", "stream-sse", "openai-block", "openai-stream")
+STREAMING_KINDS = frozenset({"stream", "stream-sse", "openai-stream"})
+_SSE_KINDS = frozenset({"stream-sse", "openai-stream"})
+
+
+@dataclass
+class Record:
+    """One request. Times are seconds; `start` counts from the run's start, the rest from `start`."""
+    kind: str
+    start: float
+    headers: float | None = None  # response headers received
+    ttft: float | None = None  # first text: first body byte, or first SSE event carrying text
+    total: float | None = None  # last byte
+    gaps: list[float] = field(default_factory=list)  # between successive reads that carried text
+    bytes: int = 0
+    chunks: int = 0  # HTTP chunks with data (text kinds) or SSE events with text (SSE kinds)
+    status: int = 0
+    error: str | None = None
+    detail: str | None = None  # the start of an error body or exception text
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to ask: a base URL and the request shape of each kind."""
+    base_url: str
+    prompt: str = "Write a short story about a lighthouse keeper."
+    max_tokens: int | None = None
+    model: str = "gpt-4o-mini"
+    api_key: str = "sk-loadtest"
+
+    def request_bytes(self, kind: str) -> bytes:
+        parts = urlsplit(self.base_url)
+        if parts.scheme != "http":
+            raise ValueError(f"only http:// URLs are supported, not {self.base_url!r}")
+        prefix = parts.path.rstrip("/")
+        host = parts.netloc
+        headers = {"Host": host, "User-Agent": "flaskapp-loadtest", "Connection": "close"}
+        body = b""
+        if kind in ("block", "stream", "stream-sse"):
+            query = "prompt=" + quote(self.prompt)
+            if self.max_tokens is not None:
+                query += f"&max_tokens={self.max_tokens}"
+            path = prefix + ("/" if kind == "block" else "/stream")
+            if kind == "stream-sse":
+                query += "&format=sse"
+                headers["Accept"] = "text/event-stream"
+            method, target = "GET", f"{path}?{query}"
+        elif kind in ("openai-block", "openai-stream"):
+            payload: dict = {"model": self.model, "messages": [{"role": "user", "content": self.prompt}],
+                             "stream": kind == "openai-stream"}
+            if self.max_tokens is not None:
+                payload["max_tokens"] = self.max_tokens
+            body = json.dumps(payload).encode()
+            method, target = "POST", prefix + "/v1/chat/completions"
+            headers.update({"Content-Type": "application/json", "Content-Length": str(len(body)),
+                            "Authorization": f"Bearer {self.api_key}"})
+        else:
+            raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
+        head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        return head.encode("latin-1") + b"\r\n" + body
+
+    @property
+    def address(self) -> tuple[str, int]:
+        parts = urlsplit(self.base_url)
+        return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+class _Exchange(asyncio.Protocol):
+    """One request/response on its own connection; `done` resolves when the record is final."""
+
+    def __init__(self, record: Record, request: bytes, t0: float, done: asyncio.Future) -> None:
+        self.record, self.request, self.t0, self.done = record, request, t0, done
+        self.sse = record.kind in _SSE_KINDS
+        self.openai = record.kind.startswith("openai")
+        self.transport: asyncio.Transport | None = None
+        self.head = b""
+        self.mode = "head"  # head -> length | chunked | close -> finished
+        self.remaining = 0  # bytes left of a Content-Length body or of the current chunk
+        self.buffer = b""  # unparsed chunked framing
+        self.events = b""  # unparsed SSE text
+        self.error_body = b""
+        self.finished_stream = False  # the terminator of a streaming body was seen
+        self.text_seen = False  # this read carried text
+        self.last_text: float | None = None
+
+    # -- asyncio callbacks ---------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter() - self.t0
+        self.record.bytes += len(data)
+        self.text_seen = False
+        if self.mode == "head":
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            data = self.head[end + 4:]
+            if not self._parse_head(self.head[:end], now):
+                return
+        if self.mode == "length":
+            piece = data[:self.remaining]
+            self.remaining -= len(piece)
+            self._content(piece, now)
+            if self.remaining == 0:
+                self._finish(now)
+        elif self.mode == "chunked":
+            self._chunked(data, now)
+        elif self.mode == "close":
+            self._content(data, now)
+        if self.text_seen:
+            if self.last_text is None:
+                self.record.ttft = now
+            else:
+                self.record.gaps.append(now - self.last_text)
+            self.last_text = now
+
+    def eof_received(self) -> bool:
+        now = time.perf_counter() - self.t0
+        if self.mode == "close":
+            self._finish(now)
+        elif self.mode != "finished":
+            self._fail("reset" if self.mode == "head" else "truncated", now)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            now = time.perf_counter() - self.t0
+            if self.mode == "close":
+                self._finish(now)
+            else:
+                self._fail("reset" if self.mode == "head" else "truncated", now, exc)
+
+    # -- parsing -------------------------------------------------------------
+    def _parse_head(self, head: bytes, now: float) -> bool:
+        record = self.record
+        record.headers = now
+        lines = head.split(b"\r\n")
+        try:
+            record.status = int(lines[0].split(None, 2)[1])
+        except (IndexError, ValueError):
+            self._fail("protocol", now, detail=lines[0][:200].decode("latin-1"))
+            return False
+        fields = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            fields[name.strip().lower()] = value.strip().lower()
+        if not 200 <= record.status < 300:
+            record.error = f"http_{record.status}"
+        if b"chunked" in fields.get(b"transfer-encoding", b""):
+            self.mode = "chunked"
+        elif b"content-length" in fields:
+            self.mode, self.remaining = "length", int(fields[b"content-length"])
+            if self.remaining == 0:
+                self._finish(now)
+                return False
+        else:
+            self.mode = "close"
+        return True
+
+    def _chunked(self, data: bytes, now: float) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        position = 0
+        while position < len(buffer):
+            if self.remaining > 0:  # inside a chunk's data
+                piece = buffer[position:position + self.remaining]
+                position += len(piece)
+                self.remaining -= len(piece)
+                self._content(piece, now, new_chunk=False)
+                if self.remaining == 0:
+                    self.remaining = -2  # its trailing CRLF is next
+                continue
+            end = buffer.find(b"\r\n", position)
+            if end < 0:
+                break
+            if self.remaining == -2:  # the CRLF after a chunk's data
+                self.remaining, position = 0, end + 2
+                continue
+            try:
+                size = int(buffer[position:end].split(b";", 1)[0], 16)
+            except ValueError:
+                self._fail("protocol", now, detail="bad chunk size")
+                return
+            position = end + 2
+            if size == 0:  # the last chunk; trailers are not read (the connection closes)
+                self.buffer = b""
+                self._finish(now)
+                return
+            self.remaining = size
+            self._count_chunk()
+        self.buffer = buffer[position:]
+
+    def _count_chunk(self) -> None:
+        # A text stream counts HTTP chunks; SSE kinds count events instead (in _content).
+        if not self.sse and self.record.status < 300:
+            self.record.chunks += 1
+            self.text_seen = True
+
+    def _content(self, piece: bytes, now: float, new_chunk: bool = True) -> None:
+        if not piece:
+            return
+        if self.record.error:
+            if len(self.error_body) < 200:
+                self.error_body += piece[:200]
+            return
+        if self.sse:
+            self._events(piece)
+        elif self.mode != "chunked" and new_chunk:
+            self.record.chunks += 1  # a Content-Length or read-until-close body is one chunk per read
+            self.text_seen = True
+
+    def _events(self, piece: bytes) -> None:
+        events = (self.events + piece).split(b"\n\n")
+        self.events = events.pop()
+        for event in events:
+            if self.openai:
+                if event.startswith(b"data: [DONE]"):
+                    self.finished_stream = True
+                elif b'"content":' in event and b'"content":""' not in event and b'"content":null' not in event:
+                    self.record.chunks += 1
+                    self.text_seen = True
+                elif event.startswith(b'data: {"error"'):
+                    self.record.error, self.record.detail = "stream_error", event[6:206].decode(errors="replace")
+            elif event.startswith(b"event: done"):
+                self.finished_stream = True
+            elif event.startswith(b"event: error"):
+                self.record.error, self.record.detail = "stream_error", event[:200].decode(errors="replace")
+            elif event.startswith(b"data:"):
+                self.record.chunks += 1
+                self.text_seen = True
+
+    # -- endings -------------------------------------------------------------
+    def _finish(self, now: float) -> None:
+        record = self.record
+        self.mode = "finished"
+        record.total = now
+        if record.error is None and record.kind in STREAMING_KINDS and self.sse and not self.finished_stream:
+            record.error = "truncated"
+        if self.error_body and record.detail is None:
+            record.detail = self.error_body[:200].decode(errors="replace")
+        self._close()
+
+    def _fail(self, kind: str, now: float, exc: BaseException | None = None, detail: str | None = None) -> None:
+        record = self.record
+        self.mode = "finished"
+        record.total = now
+        if record.error is None or record.error.startswith("http_"):
+            record.error = record.error or kind
+        record.detail = detail or (str(exc)[:200] if exc else None) or record.detail
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def fetch(target: Target, kind: str, run_start: float, timeout: float,
+                request: bytes | None = None, records: list[Record] | None = None) -> Record:
+    """Make one request and return its record; never raises except when cancelled.
+
+    The record is appended to `records` (when given) as the request starts, so a request
+    cancelled by the end of a run is still counted, as `cancelled`.
+    """
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    record = Record(kind=kind, start=t0 - run_start)
+    if records is not None:
+        records.append(record)
+    done = loop.create_future()
+    payload = request or target.request_bytes(kind)
+    transport = None
+    try:
+        async with asyncio.timeout(timeout):
+            transport, _ = await loop.create_connection(
+                lambda: _Exchange(record, payload, t0, done), *target.address)
+            await done
+    except TimeoutError:
+        record.error, record.total = "timeout", time.perf_counter() - t0
+    except asyncio.CancelledError:
+        record.error, record.total = "cancelled", time.perf_counter() - t0
+        raise
+    except OSError as exc:
+        record.error = "connect" if transport is None else "reset"
+        record.detail, record.total = str(exc)[:200], time.perf_counter() - t0
+    finally:
+        if transport is not None and not transport.is_closing():
+            transport.abort()
+    return record

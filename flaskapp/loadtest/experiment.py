@@ -1,0 +1,187 @@
+"""The experiment: every server set-up, kind and concurrency as a bounded cell, written up as a report.
+
+For each set-up the emulator and (unless it is `direct`) gunicorn are started afresh;
+each cell sends a burst of requests at one concurrency, bounded in time, and records
+the gunicorn workers' CPU seconds and the emulator's token count before and after, so
+the report shows server CPU per request and relayed upstream tokens per CPU-second.
+The `direct` set-up sends the OpenAI-shaped requests straight to the emulator: the
+physical limit of the rig, with nothing relaying.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import plots, report
+from .client import Target
+from .rig import Server, get_json, pin_self, start_emulator, start_gunicorn
+from .runner import Progress, run, run_kind
+from .stats import efficiency, summarize
+
+DEFAULT_SETUPS = ("direct", "gevent=-k gevent -w 1", "sync=-k sync -w 2", "gthread=-k gthread -w 2 --threads 4")
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    gunicorn_args: tuple[str, ...] | None  # None: straight to the emulator
+
+    @classmethod
+    def parse(cls, text: str) -> "Setup":
+        """`direct`, or `NAME=GUNICORN ARGS` such as `gevent=-k gevent -w 1`."""
+        name, sep, args = text.partition("=")
+        name = name.strip()
+        if not name or (not sep and name != "direct"):
+            raise ValueError(f"a set-up is 'direct' or NAME=GUNICORN ARGS, not {text!r}")
+        return cls(name, None if name == "direct" and not sep else tuple(shlex.split(args)))
+
+
+@dataclass
+class ExperimentConfig:
+    out: Path
+    setups: list[Setup] = field(default_factory=lambda: [Setup.parse(s) for s in DEFAULT_SETUPS])
+    kinds: tuple[str, ...] = ("block", "stream")
+    concurrency: tuple[int, ...] = (1, 10, 100, 500)
+    rounds: int = 1  # requests per cell = max(rounds x concurrency, min_requests)
+    min_requests: int = 3
+    cell_time_limit: float = 20.0
+    ttft: float = 0.5
+    tokens_per_second: float = 50.0
+    tokens: int = 100
+    max_tokens: int | None = None
+    pin: bool = True
+    loop: str = "auto"
+    progress: bool = True
+    command: str = ""
+
+
+def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(after[pid] - before.get(pid, 0.0) for pid in after)
+
+
+def _wait_idle(emulator: Server, timeout: float = 10.0) -> None:
+    """Let the previous cell's leftovers drain so they are not billed to the next cell."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and get_json(emulator.url + "/_emulator/stats")["in_flight"]:
+        time.sleep(0.1)
+
+
+def run_cell(config: ExperimentConfig, setup: Setup, emulator: Server, server: Server | None,
+             kind: str, concurrency: int) -> tuple[dict[str, Any], list]:
+    direct = server is None
+    wire_kind = f"openai-{kind}" if direct and kind in ("block", "stream") else kind
+    target = Target(emulator.url if direct else server.url, max_tokens=config.max_tokens)
+    requests = max(config.rounds * concurrency, config.min_requests)
+    _wait_idle(emulator)
+    tokens_before = get_json(emulator.url + "/_emulator/stats")["tokens_sent"]
+    workers_before = server.worker_cpu() if server else {}
+    emulator_before = emulator.own_cpu()
+    progress = Progress(f"{setup.name} {kind} c={concurrency}", enabled=config.progress)
+    result = run(lambda: run_kind(target, wire_kind, concurrency, requests=requests,
+                                  timeout=config.cell_time_limit, time_limit=config.cell_time_limit,
+                                  progress=progress), loop=config.loop)
+    server_cpu = _cpu_delta(workers_before, server.worker_cpu()) if server else None
+    tokens = get_json(emulator.url + "/_emulator/stats")["tokens_sent"] - tokens_before
+    summary = summarize(result.records, result.wall_time)
+    cell = {"setup": setup.name, "kind": kind, "wire_kind": wire_kind, "concurrency": concurrency,
+            "requests": requests, "timed_out": result.timed_out, "summary": summary,
+            "server_cpu_s": server_cpu, "emulator_cpu_s": emulator.own_cpu() - emulator_before,
+            "client_cpu_s": result.client_cpu, "upstream_tokens": tokens,
+            **efficiency(server_cpu, summary["completed"], tokens)}
+    return cell, result.records
+
+
+def run_experiment(config: ExperimentConfig) -> list[dict[str, Any]]:
+    """Run every cell, writing raw records as it goes, then the report and plots; returns the cells."""
+    out = Path(config.out)
+    (out / "raw").mkdir(parents=True, exist_ok=True)
+    (out / "logs").mkdir(exist_ok=True)
+    available = sorted(os.sched_getaffinity(0))
+    server_cpus = rest_cpus = None
+    if config.pin and len(available) >= 2:
+        server_cpus, rest_cpus = {available[0]}, set(available[1:])
+        pin_self(rest_cpus)  # the load generator shares the emulator's core, never the server's
+    cells: list[dict[str, Any]] = []
+    records: dict[tuple[str, str, int], list] = {}
+    for setup in config.setups:
+        emulator = start_emulator(out / "logs", config.ttft, config.tokens_per_second, config.tokens, rest_cpus)
+        server = None
+        try:
+            def start_server() -> Server | None:
+                if setup.gunicorn_args is None:
+                    return None
+                return start_gunicorn(out / "logs", emulator.url + "/v1", list(setup.gunicorn_args), server_cpus)
+            server = start_server()
+            for concurrency in config.concurrency:
+                for kind in config.kinds:
+                    cell, cell_records = run_cell(config, setup, emulator, server, kind, concurrency)
+                    cells.append(cell)
+                    records[(setup.name, kind, concurrency)] = cell_records
+                    name = f"{setup.name}-{kind}-c{concurrency}.json"
+                    (out / "raw" / name).write_text(json.dumps([asdict(r) for r in cell_records]))
+                    print(report.table(report.CELL_HEADERS, [report.cell_row(cell)]).splitlines()[-1],
+                          file=sys.stderr, flush=True)
+                    if cell["timed_out"] and server is not None:
+                        # Connections still queued in the server would be billed to the next cell.
+                        server.stop()
+                        server = start_server()
+        finally:
+            if server is not None:
+                server.stop()
+            emulator.stop()
+    write_report(config, cells, records)
+    return cells
+
+
+def write_report(config: ExperimentConfig, cells: list[dict[str, Any]], records: dict) -> Path:
+    out = Path(config.out)
+    (out / "cells.json").write_text(json.dumps(cells, indent=1))
+    pngs = [plots.plot_scaling(cells, out / "scaling.png")]
+    for setup in dict.fromkeys(c["setup"] for c in cells):
+        for concurrency in config.concurrency:
+            groups = {kind: records[(setup, kind, concurrency)] for kind in config.kinds
+                      if records.get((setup, kind, concurrency))}
+            if groups:
+                pngs.append(plots.plot_timeline(groups, out / f"timeline-{setup}-c{concurrency}.png",
+                                                f"{setup}, {concurrency} concurrent: send to last byte, | first text"))
+        top = max(config.concurrency)
+        groups = {kind: records.get((setup, kind, top), []) for kind in config.kinds}
+        pngs.append(plots.plot_distributions(groups, out / f"distributions-{setup}-c{top}.png",
+                                             f"{setup}, {top} concurrent"))
+    ideal_first = config.ttft
+    ideal_total = config.ttft + (config.max_tokens or config.tokens) / config.tokens_per_second
+    timed_out = [c for c in cells if c["timed_out"]]
+    lines = [
+        "# Blocking vs streaming under load", "",
+        f"Command: `{config.command}`" if config.command else "",
+        "",
+        f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{'gunicorn pinned to one core, emulator and load generator on the other' if config.pin else 'no CPU pinning'}.",
+        f"Emulator: first token after {config.ttft:g} s, {config.tokens_per_second:g} tokens/s, "
+        f"{config.max_tokens or config.tokens} tokens: ideal first text {ideal_first:.2f} s, ideal total {ideal_total:.2f} s.",
+        f"Each cell: a burst of max({config.rounds} x C, {config.min_requests}) requests, "
+        f"bounded at {config.cell_time_limit:g} s.", "",
+        "Set-ups: " + "; ".join(f"`{s.name}`" + (f" = `gunicorn {' '.join(s.gunicorn_args)}`" if s.gunicorn_args
+                                                   is not None else " = straight to the emulator (openai-block / "
+                                                   "openai-stream), the physical limit") for s in config.setups), "",
+        report.cells_table(cells, markdown=True), "",
+        "Latencies in ms over completed requests: TTFT = first text (blocking: the whole body), e2e = send to "
+        "last byte, gap = time between reads carrying text. CPU s = gunicorn workers' user+system CPU in the "
+        "cell (from /proc); CPU ms/req = that per completed request; tokens/CPU-s = upstream tokens the "
+        "emulator sent in the cell per worker CPU-second.", "",
+    ]
+    if timed_out:
+        lines += ["Timed out (the cell's bound ended it; in-flight requests counted as `cancelled`): "
+                  + ", ".join(f"{c['setup']} {c['kind']} c={c['concurrency']}" for c in timed_out), ""]
+    lines += ["Plots: " + ", ".join(f"[{p.name}]({p.name})" for p in pngs), "",
+              "Raw per-request records: `raw/*.json`; cell summaries: `cells.json`; server logs: `logs/`."]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
