@@ -64,9 +64,10 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                get_json(self.url + path, timeout=1.0)
-                return
-            except (OSError, ValueError):
+                with urllib.request.urlopen(self.url + path, timeout=1.0) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"{self.name} not ready after {timeout} s:\n{self.log_tail()}")
