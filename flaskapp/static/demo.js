@@ -1,0 +1,448 @@
+// The demo page: the same prompt to `/` (blocking) and `/stream` (SSE) at once, side by side,
+// and a concurrent mode that charts each request's time to first text and total time.
+// Plain browser JavaScript: fetch, a ReadableStream reader and a small SSE parser.
+"use strict";
+
+(() => {
+  const root = document.getElementById("demo");
+  const STREAM_URL = root.dataset.streamUrl;
+  const BLOCKING_URL = root.dataset.blockingUrl;
+  const KINDS = ["stream", "blocking"];
+  const LABELS = { stream: "Streaming", blocking: "Blocking" };
+
+  // ---- Talking to the service -------------------------------------------------------------
+
+  /** A failure the person should read: the service's own message where it sent one. */
+  class Failure extends Error {}
+
+  async function failureFrom(response) {
+    try {
+      const body = await response.json();
+      if (body && body.error && body.error.message) {
+        return new Failure(`${body.error.message} (HTTP ${response.status}, ${body.error.type})`);
+      }
+    } catch (_) { /* not our JSON error shape: fall through */ }
+    return new Failure(`The server answered HTTP ${response.status} ${response.statusText}.`.trim());
+  }
+
+  function networkFailure(error) {
+    if (error instanceof Failure || error.name === "AbortError") return error;
+    return new Failure(`The connection failed before the answer was complete (${error.message}).`);
+  }
+
+  async function post(url, body, accept, signal) {
+    let response;
+    try {
+      response = await fetch(url, {
+        method: "POST", signal, body: JSON.stringify(body),
+        headers: { "Content-Type": "application/json", Accept: accept },
+      });
+    } catch (error) {
+      throw networkFailure(error);
+    }
+    if (!response.ok) throw await failureFrom(response);
+    return response;
+  }
+
+  /** The whole answer from the blocking endpoint. */
+  async function blockingAnswer(body, { signal, url = BLOCKING_URL } = {}) {
+    const response = await post(url, body, "text/plain", signal);
+    try {
+      return await response.text();
+    } catch (error) {
+      throw networkFailure(error);
+    }
+  }
+
+  /** One SSE event block ("event: x\ndata: y") as {type, data}. */
+  function parseEvent(block) {
+    let type = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (!line || line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") type = value;
+      else if (field === "data") data.push(value);
+    }
+    return { type, data: data.join("\n") };
+  }
+
+  /** Reads `/stream` as SSE, calling onText for each piece; resolves with the `done` event's data. */
+  async function streamAnswer(body, { onText, signal, url = STREAM_URL } = {}) {
+    const response = await post(url, { ...body, format: "sse" }, "text/event-stream", signal);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    let summary = null;
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value.replace(/\r\n?/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const event = parseEvent(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+          if (!event.data) continue;
+          const data = JSON.parse(event.data);
+          if (event.type === "message") onText(data.text);
+          else if (event.type === "done") summary = data;
+          else if (event.type === "error") {
+            const error = data.error || {};
+            throw new Failure(`${error.message || "The stream failed."} (${error.type || "error"}, mid-stream)`);
+          }
+        }
+      }
+    } catch (error) {
+      throw networkFailure(error);
+    }
+    if (!summary) throw new Failure("The stream ended before the answer was complete.");
+    return summary;
+  }
+
+  // ---- Formatting ---------------------------------------------------------------------------
+
+  const seconds = (ms) => (ms == null ? "–" : `${(ms / 1000).toFixed(2)} s`);
+  const countWords = (text) => (text.match(/\S+/g) || []).length;
+
+  function median(values) {
+    if (!values.length) return null;
+    const sorted = [...values].sort((a, b) => a - b);
+    const middle = sorted.length >> 1;
+    return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+  }
+
+  // ---- Side by side -------------------------------------------------------------------------
+
+  /** One answer pane: its text, its live timers, its status and error lines. */
+  class Pane {
+    constructor(element) {
+      this.element = element;
+      this.output = element.querySelector('[data-role="output"]');
+      this.status = element.querySelector('[data-role="status"]');
+      this.error = element.querySelector('[data-role="error"]');
+      this.metrics = {};
+      for (const dd of element.querySelectorAll("[data-metric]")) this.metrics[dd.dataset.metric] = dd;
+      this.text = document.createTextNode("");
+      this.output.append(this.text);
+      this.running = false;
+    }
+
+    start(startedAt) {
+      Object.assign(this, { startedAt, firstAt: null, endedAt: null, running: true });
+      this.text.data = "";
+      this.error.hidden = true;
+      this.error.textContent = "";
+      this.element.classList.remove("failed", "done");
+      this.element.setAttribute("aria-busy", "true");
+      this.element.dataset.state = "waiting";
+      this.status.textContent = "Waiting for the first text…";
+      this.render();
+    }
+
+    append(piece) {
+      if (!this.running || !piece) return;
+      if (this.firstAt == null) {
+        this.firstAt = performance.now();
+        this.element.dataset.state = "receiving";
+        this.status.textContent = "Text is arriving…";
+      }
+      const { output } = this;
+      const atBottom = output.scrollHeight - output.scrollTop - output.clientHeight < 24;
+      this.text.appendData(piece);
+      if (atBottom) output.scrollTop = output.scrollHeight;
+    }
+
+    finish(message) {
+      this.endedAt = performance.now();
+      this.running = false;
+      this.element.removeAttribute("aria-busy");
+      this.element.classList.add("done");
+      this.element.dataset.state = "done";
+      this.status.textContent = message;
+      this.render();
+    }
+
+    fail(error) {
+      this.finish("Failed.");
+      this.element.classList.add("failed");
+      this.element.dataset.state = "failed";
+      this.error.textContent = error.message;
+      this.error.hidden = false;
+    }
+
+    stop() {
+      if (this.running) this.finish("Stopped.");
+    }
+
+    /** Timers and counts; called on every animation frame while running. */
+    render() {
+      const now = this.endedAt ?? performance.now();
+      this.metrics.first.textContent = seconds(this.firstAt == null ? null : this.firstAt - this.startedAt);
+      this.metrics.total.textContent = seconds(now - this.startedAt);
+      this.metrics.chars.textContent = this.text.length.toLocaleString("en");
+      this.metrics.words.textContent = countWords(this.text.data).toLocaleString("en");
+    }
+  }
+
+  const panes = Object.fromEntries(KINDS.map((kind) => [kind, new Pane(document.getElementById(`pane-${kind}`))]));
+  const runForm = document.getElementById("run-form");
+  const promptInput = document.getElementById("prompt");
+  const maxTokensInput = document.getElementById("max-tokens");
+  const runError = document.getElementById("run-error");
+  let runController = null;
+
+  function tick() {
+    const active = KINDS.filter((kind) => panes[kind].running);
+    for (const kind of active) panes[kind].render();
+    if (active.length) requestAnimationFrame(tick);
+  }
+
+  function showFormError(element, input, message) {
+    element.textContent = message;
+    element.hidden = !message;
+    if (input) input.setAttribute("aria-invalid", message ? "true" : "false");
+    if (message && input) input.focus();
+    return !message;
+  }
+
+  /** The request body from the form, or null after telling the person what is wrong. */
+  function readRequest() {
+    showFormError(runError, maxTokensInput, "");
+    if (!promptInput.value.trim()) {
+      showFormError(runError, promptInput, "Write a prompt first.");
+      return null;
+    }
+    promptInput.removeAttribute("aria-invalid");
+    const body = { prompt: promptInput.value };
+    if (maxTokensInput.value !== "") {
+      if (!maxTokensInput.checkValidity()) {
+        showFormError(runError, maxTokensInput,
+          `Max tokens must be a whole number from ${maxTokensInput.min} to ${maxTokensInput.max}.`);
+        return null;
+      }
+      body.max_tokens = Number(maxTokensInput.value);
+    }
+    return body;
+  }
+
+  async function runStreaming(pane, body, signal) {
+    try {
+      const summary = await streamAnswer(body, { onText: (piece) => pane.append(piece), signal });
+      const tokens = summary.usage ? summary.usage.completion_tokens : summary.chunks;
+      pane.finish(`Done: ${tokens} tokens, finish reason “${summary.finish_reason}”.`);
+    } catch (error) {
+      if (error.name !== "AbortError") pane.fail(error);
+    }
+  }
+
+  async function runBlocking(pane, body, signal) {
+    try {
+      pane.append(await blockingAnswer(body, { signal }));
+      pane.finish("Done: the whole answer arrived at once.");
+    } catch (error) {
+      if (error.name !== "AbortError") pane.fail(error);
+    }
+  }
+
+  runForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const body = readRequest();
+    if (!body) return;
+    if (runController) runController.abort();
+    for (const pane of Object.values(panes)) pane.stop();
+    runController = new AbortController();
+    const { signal } = runController;
+    const startedAt = performance.now();
+    for (const pane of Object.values(panes)) pane.start(startedAt);
+    runStreaming(panes.stream, body, signal);
+    runBlocking(panes.blocking, body, signal);
+    requestAnimationFrame(tick);
+  });
+
+  promptInput.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      runForm.requestSubmit();
+    }
+  });
+
+  // ---- Under concurrent load ----------------------------------------------------------------
+
+  const loadForm = document.getElementById("load-form");
+  const loadCount = document.getElementById("load-count");
+  const loadError = document.getElementById("load-error");
+  const loadStatus = document.getElementById("load-status");
+  const chart = document.getElementById("load-chart");
+  const summaryRows = Object.fromEntries(
+    KINDS.map((kind) => [kind, document.querySelector(`#load-summary tr[data-kind="${kind}"]`)]));
+  let load = null; // the current run: {id, count, startedAt, records, controller}
+
+  /** Each request gets its own URL (the service ignores the query of a JSON POST), so its
+   *  Resource Timing entry can be found: that tells how long it queued inside the browser. */
+  const timingObserver = new PerformanceObserver((list) => {
+    if (!load) return;
+    let changed = false;
+    for (const entry of list.getEntries()) {
+      const record = load.byUrl.get(entry.name);
+      if (record && entry.requestStart > 0) {
+        record.queued = Math.max(0, entry.requestStart - load.startedAt);
+        changed = true;
+      }
+    }
+    if (changed) drawChart();
+  });
+  timingObserver.observe({ type: "resource", buffered: false });
+
+  async function measure(record, body, signal) {
+    try {
+      if (record.kind === "stream") {
+        await streamAnswer(body, {
+          signal, url: record.url,
+          onText: () => { record.first ??= performance.now() - load.startedAt; },
+        });
+      } else {
+        await blockingAnswer(body, { signal, url: record.url });
+        record.first = performance.now() - load.startedAt;
+      }
+    } catch (error) {
+      if (error.name === "AbortError") return;
+      record.error = error.message;
+    }
+    record.total = performance.now() - load.startedAt;
+    record.done = true;
+    drawChart();
+    summarise();
+  }
+
+  loadForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const count = Number(loadCount.value);
+    if (!loadCount.checkValidity() || !Number.isInteger(count)) {
+      showFormError(loadError, loadCount,
+        `Choose a whole number of requests from ${loadCount.min} to ${loadCount.max}.`);
+      return;
+    }
+    showFormError(loadError, loadCount, "");
+    const body = readRequest();
+    if (!body) return;
+    if (load) load.controller.abort();
+    performance.clearResourceTimings();
+    const id = Date.now().toString(36);
+    const controller = new AbortController();
+    const records = KINDS.flatMap((kind) => Array.from({ length: count }, (_, index) => ({
+      kind, index, done: false, first: null, total: null, queued: null, error: null,
+      url: new URL(`${kind === "stream" ? STREAM_URL : BLOCKING_URL}?demo=${id}-${kind}-${index}`,
+        location.href).href,
+    })));
+    load = { id, count, controller, records, byUrl: new Map(records.map((r) => [r.url, r])),
+      startedAt: performance.now() };
+    const current = load;
+    loadStatus.textContent = `Running ${count} streaming and ${count} blocking requests…`;
+    drawChart();
+    summarise();
+    await Promise.all(records.map((record) => measure(record, body, controller.signal)));
+    if (load !== current || controller.signal.aborted) return;
+    const failed = records.filter((r) => r.error).length;
+    loadStatus.textContent = `Done: ${records.length} requests in ${seconds(performance.now() - current.startedAt)}` +
+      (failed ? `, ${failed} failed.` : ".");
+  });
+
+  function summarise() {
+    for (const kind of KINDS) {
+      const mine = load.records.filter((r) => r.kind === kind);
+      const done = mine.filter((r) => r.done);
+      const ok = done.filter((r) => !r.error);
+      const totals = ok.map((r) => r.total);
+      const cells = summaryRows[kind].querySelectorAll("td");
+      cells[0].textContent = `${done.length} of ${mine.length}`;
+      cells[1].textContent = String(done.length - ok.length);
+      cells[2].textContent = seconds(median(ok.map((r) => r.first)));
+      cells[3].textContent = seconds(median(totals));
+      cells[4].textContent = seconds(totals.length ? Math.max(...totals) : null);
+    }
+  }
+
+  // The chart: one row per request, streaming above blocking, drawn in SVG as they complete.
+  const SVG = "http://www.w3.org/2000/svg";
+  // Less than this before the request left the browser is connection set-up, not queueing.
+  const QUEUED_MS = 20;
+  const WIDTH = 640, LEFT = 84, RIGHT = 16, TOP = 8, ROW = 12, GAP = 14, AXIS = 34;
+
+  function svg(name, attributes, parent) {
+    const element = document.createElementNS(SVG, name);
+    for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, value);
+    if (parent) parent.append(element);
+    return element;
+  }
+
+  /** A round axis step (1, 2 or 5 times a power of ten) giving about five ticks. */
+  function tickStep(maxSeconds) {
+    const rough = maxSeconds / 5;
+    const power = 10 ** Math.floor(Math.log10(rough));
+    return [1, 2, 5, 10].map((m) => m * power).find((step) => step >= rough);
+  }
+
+  function drawChart() {
+    const { records, count } = load;
+    const finished = records.filter((r) => r.done);
+    const maxSeconds = Math.max(0.5, ...finished.map((r) => r.total / 1000)) * 1.05;
+    const step = tickStep(maxSeconds);
+    const axisEnd = Math.ceil(maxSeconds / step) * step;
+    const plotWidth = WIDTH - LEFT - RIGHT;
+    const x = (ms) => LEFT + (ms / 1000 / axisEnd) * plotWidth;
+    const groupTop = (kind) => TOP + (kind === "stream" ? 0 : count * ROW + GAP);
+    const height = TOP + 2 * count * ROW + GAP + AXIS;
+
+    chart.replaceChildren();
+    chart.setAttribute("viewBox", `0 0 ${WIDTH} ${height}`);
+    const plotBottom = height - AXIS + 4;
+
+    for (let i = 0; i <= Math.round(axisEnd / step); i += 1) {
+      const t = i * step;
+      const at = x(t * 1000);
+      svg("line", { class: "grid", x1: at, x2: at, y1: TOP - 4, y2: plotBottom }, chart);
+      const label = svg("text", { class: "tick", x: at, y: plotBottom + 14, "text-anchor": "middle" }, chart);
+      label.textContent = `${+t.toFixed(3)}`;
+    }
+    const axisLabel = svg("text", { class: "tick", x: LEFT + plotWidth / 2, y: plotBottom + 28, "text-anchor": "middle" }, chart);
+    axisLabel.textContent = "seconds since Fire";
+
+    for (const kind of KINDS) {
+      const top = groupTop(kind);
+      const name = svg("text", { class: `group group-${kind}`, x: LEFT - 8, y: top + (count * ROW) / 2 + 4, "text-anchor": "end" }, chart);
+      name.textContent = LABELS[kind];
+      svg("rect", { class: "track", x: LEFT, y: top, width: plotWidth, height: count * ROW }, chart);
+    }
+
+    for (const record of finished) {
+      const y = groupTop(record.kind) + record.index * ROW + 2;
+      const h = ROW - 4;
+      const group = svg("g", {
+        class: `bar bar-${record.kind}${record.error ? " bar-error" : ""}`,
+        "data-kind": record.kind, "data-index": record.index,
+        "data-first": record.first == null ? "" : (record.first / 1000).toFixed(3),
+        "data-total": (record.total / 1000).toFixed(3),
+      }, chart);
+      const title = svg("title", {}, group);
+      title.textContent = `${LABELS[record.kind]} #${record.index + 1}: ` + (record.error
+        ? `failed after ${seconds(record.total)}: ${record.error}`
+        : `first text ${seconds(record.first)}, total ${seconds(record.total)}` +
+          (record.queued > QUEUED_MS ? `, ${seconds(record.queued)} waiting in the browser` : ""));
+      const waitingFrom = record.queued ?? 0;
+      if (record.queued > QUEUED_MS) {
+        svg("line", { class: "queued", x1: x(0), x2: x(record.queued), y1: y + h / 2, y2: y + h / 2 }, group);
+      }
+      const firstAt = record.first ?? record.total;
+      svg("rect", { class: "waiting", x: x(waitingFrom), y, height: h, width: Math.max(0, x(firstAt) - x(waitingFrom)) }, group);
+      if (record.error) {
+        svg("path", { class: "cross", d: `M${x(record.total) - 4},${y} l8,${h} m0,-${h} l-8,${h}` }, group);
+        continue;
+      }
+      svg("rect", { class: "receiving", x: x(record.first), y, height: h, width: Math.max(1.5, x(record.total) - x(record.first)) }, group);
+      svg("circle", { class: "first", cx: x(record.first), cy: y + h / 2, r: 3 }, group);
+    }
+  }
+})();
