@@ -41,7 +41,7 @@ def blocking() -> Response:
     finally:
         guard.close()
     g.record.tokens = (completion.usage or {}).get("completion_tokens")
-    return Response(completion.text, mimetype=TEXT)
+    return Response(completion.text, content_type=TEXT)
 
 
 @bp.route("/stream", methods=["GET", "POST"])
@@ -55,4 +55,4 @@ def stream() -> Response:
 
 @bp.route("/healthz")
 def healthz() -> Response:
-    return Response("ok\n", mimetype=TEXT)
+    return Response("ok\n", content_type=TEXT)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SECRET_KEY = "sk-test-secret-key-0123456789"  # the upstream key; never in a response or a log
 
 
 def _listener() -> socket.socket:
@@ -154,6 +155,72 @@ def start_gunicorn(tmp_path: Path, env: dict[str, str], *args: str,
 
 def upstream_env(emulator: Emulator, **settings: str) -> dict[str, str]:
     """Environment pointing the app at this emulator, plus FLASKAPP_* settings."""
-    env = {"OPENAI_BASE_URL": emulator.base_url, "OPENAI_API_KEY": "sk-test-secret-key-0123456789"}
+    env = {"OPENAI_BASE_URL": emulator.base_url, "OPENAI_API_KEY": SECRET_KEY}
     env.update({f"FLASKAPP_{name.upper()}": str(value) for name, value in settings.items()})
     return env
+
+
+def raw_request(port: int, path: str, method: str = "GET", headers: dict | None = None,
+                body: bytes = b"") -> socket.socket:
+    """Send one request on a raw socket and return the socket, for tests that hang up early."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    return sock
+
+
+@dataclass
+class StreamResult:
+    status: int
+    headers: dict
+    chunks: list[bytes]
+    first_byte: float | None  # seconds from sending to the first body byte
+    total: float
+    complete: bool  # False when the chunked transfer ended without its final chunk
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def stream(url: str, headers: dict | None = None, timeout: float = 30.0) -> StreamResult:
+    """GET a streamed response, timing the first body byte and noting whether it completed."""
+    host_port, _, path = url.removeprefix("http://").partition("/")
+    host, _, port = host_port.partition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    started = time.monotonic()
+    conn.request("GET", "/" + path, headers=headers or {})
+    response = conn.getresponse()
+    chunks, first_byte, complete = [], None, True
+    try:
+        while True:
+            data = response.read1(65536)
+            if not data:
+                break
+            if first_byte is None:
+                first_byte = time.monotonic() - started
+            chunks.append(data)
+    except (http.client.IncompleteRead, ConnectionError):
+        complete = False
+    finally:
+        conn.close()
+    return StreamResult(response.status, {k.lower(): v for k, v in response.getheaders()}, chunks,
+                        first_byte, time.monotonic() - started, complete)
+
+
+def sse_events(body: bytes) -> list[tuple[str, object]]:
+    """(event name, decoded JSON data) for each event of an SSE body."""
+    events = []
+    for block in body.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        name, data = "message", []
+        for line in block.split("\n"):
+            field, _, value = line.partition(": ")
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+        events.append((name, json.loads("\n".join(data))))
+    return events

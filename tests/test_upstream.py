@@ -1,0 +1,67 @@
+"""The upstream client behind its small interface, with a fake transport (no network)."""
+import httpx2
+import pytest
+
+from flaskapp import errors
+from flaskapp.guard import Guard
+from flaskapp.params import ChatParams
+from flaskapp.upstream import Upstream, UpstreamSettings
+
+PARAMS = ChatParams(prompt="hi", system="be brief", model="gpt-4", max_tokens=5)
+
+
+def upstream_answering(handler) -> Upstream:
+    return Upstream(UpstreamSettings(max_retries=0), api_key="sk-unit", base_url="http://upstream.test/v1",
+                    http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
+
+
+def test_the_request_carries_the_messages_and_limits():
+    seen = {}
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.update(json=__import__("json").loads(request.content), auth=request.headers["authorization"])
+        return httpx2.Response(200, json={"choices": [{"message": {"content": "Hello."}, "finish_reason": "stop"}],
+                                          "usage": {"completion_tokens": 2}})
+
+    completion = upstream_answering(handler).complete(PARAMS, Guard())
+    assert completion.text == "Hello." and completion.usage == {"completion_tokens": 2}
+    assert seen["json"]["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert seen["json"]["max_tokens"] == 5 and seen["auth"] == "Bearer sk-unit"
+
+
+@pytest.mark.parametrize("status, headers, expected, answered", [
+    (429, {"retry-after": "3"}, errors.UpstreamRateLimited, 429),
+    (401, {}, errors.UpstreamError, 502),
+    (403, {}, errors.UpstreamError, 502),
+    (400, {}, errors.UpstreamError, 502),
+    (500, {}, errors.UpstreamError, 502),
+    (502, {}, errors.UpstreamUnavailable, 503),
+    (503, {}, errors.UpstreamUnavailable, 503),
+])
+@pytest.mark.parametrize("call", ["complete", "open_stream"])
+def test_upstream_statuses_map_to_ours(status, headers, expected, answered, call):
+    body = {"error": {"message": "Incorrect API key provided: sk-abc***xyz", "type": "x"}}
+    upstream = upstream_answering(lambda request: httpx2.Response(status, json=body, headers=headers))
+    with pytest.raises(expected) as caught:
+        getattr(upstream, call)(PARAMS, Guard())
+    assert caught.value.status == answered
+    assert "sk-" not in caught.value.message  # upstream messages may quote the key
+    if status == 429:
+        assert caught.value.retry_after == "3"
+
+
+def test_an_unreadable_blocking_answer_is_a_502():
+    upstream = upstream_answering(lambda request: httpx2.Response(200, content=b"<html>oops</html>"))
+    with pytest.raises(errors.UpstreamError):
+        upstream.complete(PARAMS, Guard())
+
+
+def test_a_stream_without_its_end_is_an_error():
+    body = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
+    upstream = upstream_answering(lambda request: httpx2.Response(
+        200, content=body, headers={"content-type": "text/event-stream"}))
+    stream = upstream.open_stream(PARAMS, Guard())
+    pieces = iter(stream)
+    assert next(pieces) == [b'"Hi"']
+    with pytest.raises(errors.UpstreamError, match="before the answer was complete"):
+        next(pieces)
