@@ -108,6 +108,16 @@ def run_experiment(config: ExperimentConfig) -> list[dict[str, Any]]:
     if config.pin and len(available) >= 2:
         server_cpus, rest_cpus = {available[0]}, set(available[1:])
         pin_self(rest_cpus)  # the load generator shares the emulator's core, never the server's
+    try:
+        cells, records = _run_cells(config, out, server_cpus, rest_cpus)
+    finally:
+        pin_self(set(available))  # a caller (a test, `flask experiment`) gets its CPUs back
+    write_report(config, cells, records)
+    return cells
+
+
+def _run_cells(config: ExperimentConfig, out: Path, server_cpus: set[int] | None,
+               rest_cpus: set[int] | None) -> tuple[list[dict[str, Any]], dict]:
     cells: list[dict[str, Any]] = []
     records: dict[tuple[str, str, int], list] = {}
     for setup in config.setups:
@@ -136,8 +146,7 @@ def run_experiment(config: ExperimentConfig) -> list[dict[str, Any]]:
             if server is not None:
                 server.stop()
             emulator.stop()
-    write_report(config, cells, records)
-    return cells
+    return cells, records
 
 
 def write_report(config: ExperimentConfig, cells: list[dict[str, Any]], records: dict) -> Path:

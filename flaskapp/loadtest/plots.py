@@ -87,7 +87,8 @@ def plot_distributions(groups: dict[str, Sequence[Any]], path: Path, title: str 
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("fraction of requests")
-    axes[1].legend(fontsize="small", loc="lower right")
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(fontsize="small", loc="lower right")
     fig.suptitle(title or "Latency distributions")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
