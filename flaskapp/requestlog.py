@@ -12,6 +12,10 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from flask import Flask, Response, g
+from flask.signals import Namespace
+
+# Sent with the record once a request is over, streamed or not: for metrics and accounting.
+request_finished = Namespace().signal("flaskapp.request-finished")
 
 log = logging.getLogger("flaskapp.requests")
 
@@ -54,6 +58,7 @@ class RequestRecord:
         fields = {k: v for k, v in asdict(self).items()
                   if k not in ("started", "written") and v is not None}
         log.info(json.dumps({"event": "request", **fields}, separators=(",", ":")))
+        request_finished.send(self)
 
 
 def init_app(app: Flask) -> None:
