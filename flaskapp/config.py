@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     "REQUEST_TIMEOUT": 600.0,  # whole blocking call
     "MAX_RETRIES": 2,  # upstream retries before the first byte (the openai client's own)
     "UPSTREAM_MAX_CONNECTIONS": 10_000,  # per worker; one per concurrent stream
+    # Reliability: concurrent upstream calls per worker before 503 + Retry-After (0: no cap).
+    # Half gunicorn's worker_connections (4000), so rejections and /healthz still get through.
+    "MAX_INFLIGHT": 2000,
 }
 
 
@@ -78,6 +81,7 @@ _CASTS: dict[str, Callable[[Any], Any]] = {
     "REQUEST_TIMEOUT": _positive(float),
     "MAX_RETRIES": _non_negative_int,
     "UPSTREAM_MAX_CONNECTIONS": _positive(int),
+    "MAX_INFLIGHT": _non_negative_int,
 }
 
 
