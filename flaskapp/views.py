@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 
-from . import params
+from . import backpressure, params
 from .errors import ClientClosedRequest
 from .guard import ClientGone, guard_for
 from .relay import STREAM_HEADERS, Relay
@@ -19,6 +19,7 @@ def _start(route: str) -> params.ChatParams:
     g.record = RequestRecord(route=route, method=request.method)
     chat = params.parse(request, current_app.config)
     g.record.model = chat.model
+    backpressure.admit(g.record)  # 503 at once past FLASKAPP_MAX_INFLIGHT
     return chat
 
 
