@@ -12,7 +12,7 @@ chunk, so the client sees an incomplete transfer, never a short answer that look
 from __future__ import annotations
 
 import socket
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from .chunks import sse_event, text_of
 from .errors import ApiError, ClientClosedRequest, UpstreamError
@@ -36,49 +36,57 @@ def encode_sse(pieces: list[bytes]) -> bytes:
 
 
 class Relay:
-    def __init__(self, stream: ChatStream, pieces: Iterator[list[bytes]], first: list[bytes],
+    def __init__(self, stream: ChatStream, items: Iterator, first: Any,
                  guard: Guard, record: RequestRecord, environ: dict) -> None:
-        self.stream, self._pieces, self._first = stream, pieces, first
+        self.stream, self._items, self._first = stream, items, first
         self.guard, self.record, self._environ = guard, record, environ
 
     @classmethod
-    def open(cls, upstream: Upstream, params: ChatParams, environ: dict,
-             record: RequestRecord) -> "Relay":
+    def open(cls, upstream: Upstream, arguments: dict[str, Any], environ: dict,
+             record: RequestRecord, raw: bool = False) -> "Relay":
+        """Open the upstream stream and wait for its first content (or, `raw`, its first bytes)."""
         guard = guard_for(environ, record.started + upstream.settings.first_token_timeout)
         stream = None
         try:
-            stream = upstream.open_stream(params, guard)
-            pieces = iter(stream)
-            first = next(pieces, [])
+            stream = upstream.open_stream(arguments, guard)
+            items = stream.raw() if raw else iter(stream)
+            first = next(items, None)
         except ClientGone:
             _close(stream, guard)
             raise ClientClosedRequest("The client closed the connection.") from None
         except ApiError:
             _close(stream, guard)
             raise
-        return cls(stream, pieces, first, guard, record, environ)
+        return cls(stream, items, first, guard, record, environ)
 
     def text(self) -> Iterator[bytes]:
-        return self._relay(encode_text, self._abort_connection)
+        """Plain text; a failure after the first byte aborts the connection."""
+        return self._relay(encode_text, self._abort_connection, None)
 
     def sse(self) -> Iterator[bytes]:
-        return self._relay(encode_sse, self._error_event)
+        """Our events: `data: {"text": ...}` per piece, then `event: done` or `event: error`."""
+        return self._relay(encode_sse, self._error_event, self._done_event)
 
-    def _relay(self, encode: Encoder, fail: Callable[[UpstreamError], Iterator[bytes]]) -> Iterator[bytes]:
+    def passthrough(self) -> Iterator[bytes]:
+        """The upstream's own chat-completion events, unchanged, for OpenAI-compatible clients."""
+        return self._relay(None, self._openai_error_event, None)
+
+    def _relay(self, encode: Encoder | None, fail: Callable[[UpstreamError], Iterator[bytes]],
+               done: Callable[[], bytes] | None) -> Iterator[bytes]:
         record = self.record
         record.status = 200
         try:
             if self._first:
-                out = encode(self._first)
+                out = encode(self._first) if encode else self._first
                 record.first_byte()
                 record.bytes += len(out)
                 yield out
-            for pieces in self._pieces:
-                out = encode(pieces)
+            for item in self._items:
+                out = encode(item) if encode else item
                 record.bytes += len(out)
                 yield out
-            if encode is encode_sse:
-                yield self._done_event()
+            if done is not None:
+                yield done()
             self._finish(COMPLETED)
         except UpstreamError as exc:
             self._finish(UPSTREAM_ERROR, exc.type)
@@ -107,6 +115,10 @@ class Relay:
 
     def _error_event(self, error: UpstreamError) -> Iterator[bytes]:
         yield sse_event(error.body(), event="error")
+
+    def _openai_error_event(self, error: UpstreamError) -> Iterator[bytes]:
+        # As OpenAI does: an error object as a data event and no [DONE], so SDKs raise.
+        yield sse_event(error.body())
 
     def _abort_connection(self, error: UpstreamError) -> Iterator[bytes]:
         client = self._environ.get("gunicorn.socket")

@@ -69,42 +69,26 @@ class Upstream:
     def base_url(self) -> str:
         return str(self.client.base_url)
 
-    def _arguments(self, params: ChatParams) -> dict[str, Any]:
-        arguments: dict[str, Any] = {"model": params.model, "messages": params.messages()}
-        if params.max_tokens is not None:
-            arguments["max_tokens"] = params.max_tokens
-        if params.temperature is not None:
-            arguments["temperature"] = params.temperature
-        return arguments
-
-    def complete(self, params: ChatParams, guard: Guard) -> Completion:
+    def complete(self, arguments: dict[str, Any], guard: Guard) -> bytes:
+        """The upstream's JSON answer to a blocking call, as the bytes it sent."""
         s = self.settings
         timeout = httpx2.Timeout(s.request_timeout, connect=s.connect_timeout)
         guard.waiting = True
         try:
-            # The raw response: one json.loads instead of a tree of pydantic objects.
-            raw = self.client.chat.completions.with_raw_response.create(
-                **self._arguments(params), timeout=timeout)
-            body = raw.http_response.content
+            # The raw response: no tree of pydantic objects to build and throw away.
+            raw = self.client.chat.completions.with_raw_response.create(**arguments, timeout=timeout)
+            return raw.http_response.content
         except openai.OpenAIError as exc:
             raise from_openai(exc) from None
         finally:
             guard.waiting = False
-        try:
-            data = json.loads(body)
-            choice = data["choices"][0]
-            text = choice["message"]["content"] or ""
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise UpstreamError("The model server sent a response that could not be read.") from None
-        return Completion(text, choice.get("finish_reason"), data.get("usage"))
 
-    def open_stream(self, params: ChatParams, guard: Guard) -> "ChatStream":
+    def open_stream(self, arguments: dict[str, Any], guard: Guard) -> "ChatStream":
         s = self.settings
         # The client's read timeout is the backstop; the guard enforces the finer deadlines.
         timeout = httpx2.Timeout(max(s.first_token_timeout, s.idle_timeout), connect=s.connect_timeout)
         context = self.client.chat.completions.with_streaming_response.create(
-            **self._arguments(params), stream=True, stream_options={"include_usage": True},
-            timeout=timeout)
+            **arguments, stream=True, timeout=timeout)
         guard.waiting = True
         try:
             response = context.__enter__()
@@ -118,6 +102,33 @@ class Upstream:
         return ChatStream(response.http_response, guard, s)
 
 
+def chat_arguments(params: ChatParams, stream: bool = False) -> dict[str, Any]:
+    """The `create()` arguments for a prompt view's request."""
+    arguments: dict[str, Any] = {"model": params.model, "messages": params.messages()}
+    if params.max_tokens is not None:
+        arguments["max_tokens"] = params.max_tokens
+    if params.temperature is not None:
+        arguments["temperature"] = params.temperature
+    if stream:
+        arguments["stream_options"] = {"include_usage": True}  # for the `done` event and the log
+    return arguments
+
+
+def passthrough_arguments(body: dict[str, Any]) -> dict[str, Any]:
+    """The `create()` arguments relaying an OpenAI-style request body unchanged."""
+    rest = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+    return {"model": body["model"], "messages": body["messages"], "extra_body": rest}
+
+
+def parse_completion(body: bytes) -> Completion:
+    try:
+        data = json.loads(body)
+        choice = data["choices"][0]
+        return Completion(choice["message"]["content"] or "", choice.get("finish_reason"), data.get("usage"))
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise UpstreamError("The model server sent a response that could not be read.") from None
+
+
 class ChatStream:
     """An open upstream stream. Iterate it for lists of content literals, one list per read."""
 
@@ -126,12 +137,22 @@ class ChatStream:
         self.parser = ChunkParser()
         self._guard = guard
         self._settings = settings
-        self._started = False
 
     def close(self) -> None:
         self.response.close()
 
     def __iter__(self) -> Iterator[list[bytes]]:
+        """Content literals, one list per upstream read that completed any."""
+        for _, pieces in self._reads():
+            if pieces:
+                yield pieces
+
+    def raw(self) -> Iterator[bytes]:
+        """The upstream's bytes as they arrive, checked on the way through."""
+        for data, _ in self._reads():
+            yield data
+
+    def _reads(self) -> Iterator[tuple[bytes, list[bytes]]]:
         guard, parser, idle = self._guard, self.parser, self._settings.idle_timeout
         reads = self.response.iter_bytes()
         started = False  # until the first read, the guard holds the first-token deadline
@@ -152,11 +173,10 @@ class ChatStream:
                 pieces = parser.feed(data)
                 if parser.error is not None:
                     raise UpstreamError(_error_message(parser.error))
-                if pieces:
-                    yield pieces
+                yield data, pieces
         except UpstreamSilent:
-            what = "the next chunk" if parser.chunks else "the first token"
-            limit = self._settings.idle_timeout if parser.chunks else self._settings.first_token_timeout
+            what = "the next chunk" if started else "the first token"
+            limit = self._settings.idle_timeout if started else self._settings.first_token_timeout
             raise UpstreamTimeout(f"The model server sent {what} after more than {limit:g} s.") from None
         except MalformedChunk as exc:
             raise UpstreamError(f"The model server sent a malformed event ({exc}).") from None

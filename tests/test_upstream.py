@@ -5,9 +5,9 @@ import pytest
 from flaskapp import errors
 from flaskapp.guard import Guard
 from flaskapp.params import ChatParams
-from flaskapp.upstream import Upstream, UpstreamSettings
+from flaskapp.upstream import Upstream, UpstreamSettings, chat_arguments, parse_completion
 
-PARAMS = ChatParams(prompt="hi", system="be brief", model="gpt-4", max_tokens=5)
+ARGUMENTS = chat_arguments(ChatParams(prompt="hi", system="be brief", model="gpt-4", max_tokens=5))
 
 
 def upstream_answering(handler) -> Upstream:
@@ -23,7 +23,7 @@ def test_the_request_carries_the_messages_and_limits():
         return httpx2.Response(200, json={"choices": [{"message": {"content": "Hello."}, "finish_reason": "stop"}],
                                           "usage": {"completion_tokens": 2}})
 
-    completion = upstream_answering(handler).complete(PARAMS, Guard())
+    completion = parse_completion(upstream_answering(handler).complete(ARGUMENTS, Guard()))
     assert completion.text == "Hello." and completion.usage == {"completion_tokens": 2}
     assert seen["json"]["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     assert seen["json"]["max_tokens"] == 5 and seen["auth"] == "Bearer sk-unit"
@@ -43,7 +43,7 @@ def test_upstream_statuses_map_to_ours(status, headers, expected, answered, call
     body = {"error": {"message": "Incorrect API key provided: sk-abc***xyz", "type": "x"}}
     upstream = upstream_answering(lambda request: httpx2.Response(status, json=body, headers=headers))
     with pytest.raises(expected) as caught:
-        getattr(upstream, call)(PARAMS, Guard())
+        getattr(upstream, call)(ARGUMENTS, Guard())
     assert caught.value.status == answered
     assert "sk-" not in caught.value.message  # upstream messages may quote the key
     if status == 429:
@@ -53,14 +53,14 @@ def test_upstream_statuses_map_to_ours(status, headers, expected, answered, call
 def test_an_unreadable_blocking_answer_is_a_502():
     upstream = upstream_answering(lambda request: httpx2.Response(200, content=b"<html>oops</html>"))
     with pytest.raises(errors.UpstreamError):
-        upstream.complete(PARAMS, Guard())
+        parse_completion(upstream.complete(ARGUMENTS, Guard()))
 
 
 def test_a_stream_without_its_end_is_an_error():
     body = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
     upstream = upstream_answering(lambda request: httpx2.Response(
         200, content=body, headers={"content-type": "text/event-stream"}))
-    stream = upstream.open_stream(PARAMS, Guard())
+    stream = upstream.open_stream(ARGUMENTS, Guard())
     pieces = iter(stream)
     assert next(pieces) == [b'"Hi"']
     with pytest.raises(errors.UpstreamError, match="before the answer was complete"):
