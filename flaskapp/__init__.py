@@ -11,7 +11,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # Imported here, not at the top: gunicorn's master imports this package for the
     # embedded emulator, and must not import ssl users before gevent workers patch.
     _hide_trio_from_gevent_workers()
-    from . import cli, config, demo, errors, requestlog, views
+    from . import cli, config, demo, errors, openai_api, requestlog, views
     from .upstream import Upstream, UpstreamSettings
 
     app = Flask(__name__)
@@ -23,6 +23,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     requestlog.init_app(app)
     app.register_blueprint(views.bp)
+    app.register_blueprint(openai_api.bp)
     app.register_blueprint(demo.bp)
     cli.init_app(app)
     _share_gunicorn_logging()

@@ -1,6 +1,7 @@
-"""Errors the service answers with, and the one place they become JSON.
+"""Errors the service answers with, and the one place they become JSON:
+{"error": {"type", "message", "param", "code"}}, OpenAI's shape, on every endpoint.
 
-    ApiError                    any status; body {"error": {"type", "message"}}
+    ApiError                    any status
     ├── InvalidRequest          400 invalid_request_error (bad input; 404/405/413 come from Werkzeug)
     ├── ClientClosedRequest     499 client_closed_request: the client left first (nobody reads it)
     └── UpstreamError           502 upstream_error: the model server failed or answered nonsense
@@ -25,15 +26,18 @@ log = logging.getLogger("flaskapp")
 class ApiError(Exception):
     status = 500
     type = "server_error"
+    code: str | None = None  # OpenAI's machine-readable code, where one applies
     outcome = "rejected"  # for the request log: what became of the request
 
-    def __init__(self, message: str, *, retry_after: str | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.param = param  # the request field at fault
 
     def body(self) -> dict:
-        return {"error": {"type": self.type, "message": self.message}}
+        # OpenAI's error shape, so its SDKs read ours as they read theirs.
+        return {"error": {"type": self.type, "message": self.message, "param": self.param, "code": self.code}}
 
 
 class InvalidRequest(ApiError):

@@ -20,7 +20,8 @@ import pytest
 def test_bad_query_strings(client, path, query, message):
     response = client.get(f"{path}?{query}")
     assert response.status_code == 400
-    assert response.json == {"error": {"type": "invalid_request_error", "message": message}}
+    assert response.json["error"] == {"type": "invalid_request_error", "message": message,
+                                      "param": None, "code": None}
 
 
 @pytest.mark.parametrize("body, message", [
