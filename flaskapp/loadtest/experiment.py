@@ -183,13 +183,25 @@ def write_report(config: ExperimentConfig, cells: list[dict[str, Any]], records:
         report.cells_table(cells, markdown=True), "",
         "Latencies in ms over completed requests: TTFT = first text (blocking: the whole body), e2e = send to "
         "last byte, gap = time between reads carrying text. CPU s = gunicorn workers' user+system CPU in the "
-        "cell (from /proc); CPU ms/req = that per completed request; tokens/CPU-s = upstream tokens the "
+        "cell (from /proc, in 10 ms ticks: coarse for small cells); CPU ms/req = that per completed request; tokens/CPU-s = upstream tokens the "
         "emulator sent in the cell per worker CPU-second.", "",
     ]
     if timed_out:
         lines += ["Timed out (the cell's bound ended it; in-flight requests counted as `cancelled`): "
                   + ", ".join(f"{c['setup']} {c['kind']} c={c['concurrency']}" for c in timed_out), ""]
-    lines += ["Plots: " + ", ".join(f"[{p.name}]({p.name})" for p in pngs), "",
+    busiest = max(cells, key=lambda c: c["client_cpu_s"] / max(c["summary"]["wall_time_s"], 1e-9), default=None)
+    if busiest:
+        share = 100 * busiest["client_cpu_s"] / max(busiest["summary"]["wall_time_s"], 1e-9)
+        lines += [f"Load generator: at most {share:.0f} % of one core in any cell "
+                  f"({busiest['setup']} {busiest['kind']} c={busiest['concurrency']}), so it was not the bottleneck"
+                  if share < 80 else f"Load generator: {share:.0f} % of one core in {busiest['setup']} "
+                  f"{busiest['kind']} c={busiest['concurrency']}: it may have been the bottleneck there.", ""]
+    top = max(config.concurrency)
+    lines += ["![p99 latency against concurrency](scaling.png)", ""]
+    lines += [f"![{setup} at {top} concurrent](timeline-{setup}-c{top}.png)"
+              for setup in dict.fromkeys(c["setup"] for c in cells)
+              if (out / f"timeline-{setup}-c{top}.png").exists()]
+    lines += ["", "All plots: " + ", ".join(f"[{p.name}]({p.name})" for p in pngs), "",
               "Raw per-request records: `raw/*.json`; cell summaries: `cells.json`; server logs: `logs/`."]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
