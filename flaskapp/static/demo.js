@@ -340,6 +340,7 @@
     load = { id, count, controller, records, byUrl: new Map(records.map((r) => [r.url, r])),
       startedAt: performance.now() };
     const current = load;
+    document.getElementById("load-figure").hidden = false;
     loadStatus.textContent = `Running ${count} streaming and ${count} blocking requests…`;
     drawChart();
     summarise();
@@ -365,11 +366,17 @@
     }
   }
 
+  let resizeFrame = 0;
+  window.addEventListener("resize", () => {
+    cancelAnimationFrame(resizeFrame);
+    resizeFrame = requestAnimationFrame(() => load && drawChart());
+  });
+
   // The chart: one row per request, streaming above blocking, drawn in SVG as they complete.
   const SVG = "http://www.w3.org/2000/svg";
   // Less than this before the request left the browser is connection set-up, not queueing.
   const QUEUED_MS = 20;
-  const WIDTH = 640, LEFT = 84, RIGHT = 16, TOP = 8, ROW = 12, GAP = 14, AXIS = 34;
+  const LEFT = 84, RIGHT = 16, TOP = 8, ROW = 14, GAP = 14, AXIS = 34;
 
   function svg(name, attributes, parent) {
     const element = document.createElementNS(SVG, name);
@@ -387,8 +394,10 @@
 
   function drawChart() {
     const { records, count } = load;
+    // Drawn at the figure's own pixel width, so text in the chart stays at its CSS size.
+    const WIDTH = Math.max(320, Math.round(chart.getBoundingClientRect().width) || 640);
     const finished = records.filter((r) => r.done);
-    const maxSeconds = Math.max(0.5, ...finished.map((r) => r.total / 1000)) * 1.05;
+    const maxSeconds = Math.max(0.5, ...finished.map((r) => r.total / 1000)) * 1.02;
     const step = tickStep(maxSeconds);
     const axisEnd = Math.ceil(maxSeconds / step) * step;
     const plotWidth = WIDTH - LEFT - RIGHT;

@@ -1,0 +1,257 @@
+"""The demo page in real Chromium, against gunicorn (gevent worker) and the emulator.
+
+Playwright drives Debian's Chromium (/usr/bin/chromium); it never downloads a browser.
+The emulator answers the same prompt with the same text, so both panes must end equal.
+Screenshots go to artifacts/ (and the pytest tmp dir); UPDATE_DEMO_SCREENSHOT=1 also
+refreshes docs/demo.png, the picture the README shows.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from servers import ROOT, Emulator, Process, start_emulator, start_gunicorn, upstream_env
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = os.environ.get("DEMO_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    # This machine has no internet: without these, Chromium's own background calls fail loudly.
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+TTFT, TOKENS_PER_SECOND, TOKENS = 0.3, 100.0, 60  # a blocking answer takes about 0.9 s
+MAX_CONCURRENCY = 8
+# Chromium's own line for an HTTP error status: expected when a test makes the upstream fail.
+HTTP_ERROR_LOG = re.compile(r"^Failed to load resource: the server responded with a status of 5\d\d")
+
+if not Path(CHROMIUM).exists():
+    message = f"{CHROMIUM} not found: apt-get install -y chromium"
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
+# ---- Fixtures: one emulator, one gunicorn and one browser for the module ----------------------
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> list[Path]:
+    """Where screenshots go: the pytest tmp dir and artifacts/ (git-ignored)."""
+    folders = [tmp_path_factory.mktemp("demo-artifacts"), ROOT / "artifacts"]
+    for folder in folders:
+        folder.mkdir(exist_ok=True)
+    return folders
+
+
+@pytest.fixture(scope="module")
+def demo_emulator(tmp_path_factory) -> Emulator:
+    emulator = start_emulator(tmp_path_factory.mktemp("demo-emulator"), TTFT, TOKENS_PER_SECOND, TOKENS)
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory, demo_emulator: Emulator) -> Process:
+    # No retries, so an armed fault reaches the page instead of being retried away.
+    env = upstream_env(demo_emulator, max_retries=0, demo_max_concurrency=MAX_CONCURRENCY)
+    server = start_gunicorn(tmp_path_factory.mktemp("demo-gunicorn"), env)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Console:
+    """Everything the page logged as an error, and uncaught exceptions."""
+
+    def __init__(self, page) -> None:
+        self.errors: list[str] = []
+        page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+
+    def assert_clean(self, allow: re.Pattern | None = None) -> None:
+        unexpected = [e for e in self.errors if not (allow and allow.search(e))]
+        assert unexpected == [], unexpected
+
+
+@pytest.fixture
+def page(browser, demo_server: Process, demo_emulator: Emulator):
+    demo_emulator.reset()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.console = Console(page)
+    page.goto(f"{demo_server.url}/demo")
+    yield page
+    context.close()
+
+
+# ---- Helpers ---------------------------------------------------------------------------------
+
+def pane(page, kind: str):
+    return page.locator(f"#pane-{kind}")
+
+
+def metric_seconds(page, kind: str, name: str) -> float:
+    text = pane(page, kind).locator(f'[data-metric="{name}"]').inner_text()
+    return float(text.removesuffix(" s"))
+
+
+def wait_for_state(page, kind: str, state: str, timeout: float = 10_000) -> None:
+    pane(page, kind).and_(page.locator(f'[data-state="{state}"]')).wait_for(timeout=timeout)
+
+
+def run_prompt(page, prompt: str) -> None:
+    """Types the prompt and runs it from the keyboard (Ctrl+Enter)."""
+    page.fill("#prompt", prompt)
+    page.press("#prompt", "Control+Enter")
+
+
+def screenshot(page, artifacts: list[Path], name: str, readme: bool = False) -> None:
+    first, *others = [folder / name for folder in artifacts]
+    page.screenshot(path=str(first), full_page=True)
+    for path in others:
+        shutil.copyfile(first, path)
+    if readme and os.environ.get("UPDATE_DEMO_SCREENSHOT"):
+        (ROOT / "docs").mkdir(exist_ok=True)
+        shutil.copyfile(first, ROOT / "docs" / "demo.png")
+
+
+# ---- Tests -----------------------------------------------------------------------------------
+
+def test_streaming_shows_text_first_and_both_panes_end_with_the_same_text(page):
+    run_prompt(page, "Why does streaming feel faster?")
+
+    wait_for_state(page, "stream", "receiving", timeout=5_000)
+    assert pane(page, "blocking").locator('[data-role="output"]').inner_text() == ""
+    waited = metric_seconds(page, "blocking", "total")
+    page.wait_for_timeout(150)
+    assert metric_seconds(page, "blocking", "total") > waited, "the blocking pane's timer is live"
+
+    wait_for_state(page, "stream", "done")
+    wait_for_state(page, "blocking", "done")
+    streamed = pane(page, "stream").locator('[data-role="output"]').inner_text()
+    blocked = pane(page, "blocking").locator('[data-role="output"]').inner_text()
+    assert len(streamed.split()) >= TOKENS * 0.9
+    assert streamed == blocked
+
+    stream_first = metric_seconds(page, "stream", "first")
+    stream_total = metric_seconds(page, "stream", "total")
+    blocking_first = metric_seconds(page, "blocking", "first")
+    blocking_total = metric_seconds(page, "blocking", "total")
+    upstream_time = TTFT + TOKENS / TOKENS_PER_SECOND
+    assert TTFT * 0.8 <= stream_first < TTFT + 1.0  # generous: CI shares two cores
+    assert stream_first < blocking_total - 0.3, "streaming shows text well before blocking is done"
+    assert upstream_time * 0.8 <= blocking_total < upstream_time + 1.5
+    assert abs(blocking_first - blocking_total) <= 0.05, "blocking text appears all at once"
+    assert stream_total >= stream_first
+    assert pane(page, "stream").locator('[data-metric="chars"]').inner_text() == f"{len(streamed):,}"
+    assert f"{TOKENS} tokens" in pane(page, "stream").locator('[data-role="status"]').inner_text()
+    page.console.assert_clean()
+
+
+def test_concurrent_mode_completes_and_draws_every_request(page):
+    count = 5  # ten requests: more than the browser's six connections, so some queue
+    page.fill("#load-count", str(count))
+    page.press("#load-count", "Enter")
+
+    page.locator("#load-status", has_text="Done").wait_for(timeout=15_000)
+    bars = page.locator("#load-chart g.bar")
+    assert bars.count() == 2 * count
+    timings = bars.evaluate_all(
+        "bars => bars.map(b => [b.dataset.kind, +b.dataset.first, +b.dataset.total])")
+    assert sorted(kind for kind, _, _ in timings) == ["blocking"] * count + ["stream"] * count
+    assert all(0 < first <= total for _, first, total in timings)
+    assert page.locator("#load-chart .bar-error").count() == 0
+    for kind in ("stream", "blocking"):
+        row = page.locator(f'#load-summary tr[data-kind="{kind}"] td')
+        assert row.nth(0).inner_text() == f"{count} of {count}"
+        assert row.nth(1).inner_text() == "0"
+    # Streams show text at the emulator's first token; blocking answers only when whole.
+    stream_firsts = sorted(first for kind, first, _ in timings if kind == "stream")
+    blocking_firsts = sorted(first for kind, first, _ in timings if kind == "blocking")
+    assert stream_firsts[0] < blocking_firsts[0] - 0.3
+    page.console.assert_clean()
+
+
+def test_concurrent_mode_refuses_more_than_the_configured_cap(page, demo_emulator):
+    assert page.get_attribute("#load-count", "max") == str(MAX_CONCURRENCY)
+    page.fill("#load-count", str(MAX_CONCURRENCY + 1))
+    page.click("#load-run")
+    assert "from 1 to 8" in page.locator("#load-error").inner_text()
+    assert page.locator("#load-chart g.bar").count() == 0
+    stats = demo_emulator.stats()
+    assert stats["streams_started"] == stats["completions_started"] == 0
+    page.console.assert_clean()
+
+
+@pytest.mark.parametrize("fault, failing", [
+    pytest.param({"status": 500}, ("stream", "blocking"), id="before-first-byte"),
+    # The emulator cuts only streams; the blocking pane still gets its answer.
+    pytest.param({"cut_after": 10}, ("stream",), id="mid-stream"),
+])
+def test_an_upstream_failure_shows_a_message_instead_of_hanging(page, demo_emulator, fault, failing):
+    demo_emulator.arm(**fault, count=2)  # whichever request reaches the emulator first
+    run_prompt(page, "Fail, please.")
+
+    for kind in ("stream", "blocking"):
+        wait_for_state(page, kind, "failed" if kind in failing else "done")
+        error = pane(page, kind).locator('[data-role="error"]')
+        if kind in failing:
+            assert error.is_visible()
+            assert "model server" in error.inner_text()
+        else:
+            assert error.is_hidden()
+    if "cut_after" in fault:
+        assert "mid-stream" in pane(page, "stream").locator('[data-role="error"]').inner_text()
+        assert pane(page, "stream").locator('[data-role="output"]').inner_text().strip() != ""
+    page.console.assert_clean(allow=HTTP_ERROR_LOG)
+
+
+def test_the_page_is_keyboard_usable_in_a_sensible_order(page):
+    page.focus("body")
+    order = []
+    for _ in range(7):
+        page.keyboard.press("Tab")
+        order.append(page.evaluate("document.activeElement.id || document.activeElement.getAttribute('aria-label')"))
+    assert order == ["prompt", "max-tokens", "run", "Streaming answer", "Blocking answer",
+                     "load-count", "load-run"]
+
+
+def test_panes_stack_at_phone_width(browser, demo_server, artifacts):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    page = context.new_page()
+    console = Console(page)
+    page.goto(f"{demo_server.url}/demo")
+    run_prompt(page, "Short on a phone.")
+    wait_for_state(page, "blocking", "done")
+    stream_box = pane(page, "stream").bounding_box()
+    blocking_box = pane(page, "blocking").bounding_box()
+    assert blocking_box["y"] >= stream_box["y"] + stream_box["height"]
+    page.click("#load-run")
+    page.locator("#load-status", has_text="Done").wait_for(timeout=15_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "no sideways scrolling"
+    assert page.eval_on_selector(".table-scroll", "e => e.scrollWidth <= e.clientWidth")
+    screenshot(page, artifacts, "demo-phone.png")
+    console.assert_clean()
+    context.close()
+
+
+def test_screenshot_for_the_readme(page, artifacts):
+    run_prompt(page, "Why does streaming feel faster?")
+    wait_for_state(page, "blocking", "done")
+    wait_for_state(page, "stream", "done")
+    page.fill("#load-count", "5")
+    page.click("#load-run")
+    page.locator("#load-status", has_text="Done").wait_for(timeout=15_000)
+    screenshot(page, artifacts, "demo.png", readme=True)
+    page.console.assert_clean()
