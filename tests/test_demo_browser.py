@@ -199,7 +199,8 @@ def test_concurrent_mode_refuses_more_than_the_configured_cap(page, demo_emulato
     # The emulator cuts only streams; the blocking pane still gets its answer.
     pytest.param({"cut_after": 10}, ("stream",), id="mid-stream"),
 ])
-def test_an_upstream_failure_shows_a_message_instead_of_hanging(page, demo_emulator, fault, failing):
+def test_an_upstream_failure_shows_a_message_instead_of_hanging(page, demo_emulator, artifacts,
+                                                                 fault, failing):
     demo_emulator.arm(**fault, count=2)  # whichever request reaches the emulator first
     run_prompt(page, "Fail, please.")
 
@@ -214,6 +215,7 @@ def test_an_upstream_failure_shows_a_message_instead_of_hanging(page, demo_emula
     if "cut_after" in fault:
         assert "mid-stream" in pane(page, "stream").locator('[data-role="error"]').inner_text()
         assert pane(page, "stream").locator('[data-role="output"]').inner_text().strip() != ""
+    screenshot(page, artifacts, f"demo-error-{'-'.join(fault)}.png")
     page.console.assert_clean(allow=HTTP_ERROR_LOG)
 
 

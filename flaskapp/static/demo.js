@@ -166,7 +166,7 @@
     }
 
     fail(error) {
-      this.finish("Failed.");
+      this.finish("Failed: the message is below the answer.");
       this.element.classList.add("failed");
       this.element.dataset.state = "failed";
       this.error.textContent = error.message;
