@@ -28,8 +28,10 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG")  # our own JSON line per reques
 
 
 def on_starting(server):
-    """With no upstream configured, start the built-in emulator for all workers."""
+    """Give workers a metrics directory; with no upstream configured, start the built-in emulator."""
     from flaskapp import embedded
+
+    _start_metrics(server)
 
     if embedded.wanted():
         server.emulator, base_url = embedded.start()
@@ -38,7 +40,36 @@ def on_starting(server):
 
 
 def on_exit(server):
+    import shutil
+
     from flaskapp import embedded
 
     if getattr(server, "emulator", None) is not None:
         embedded.stop(server.emulator)
+    if getattr(server, "metrics_dir_is_ours", False):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+# Metrics: each worker writes its samples to files in PROMETHEUS_MULTIPROC_DIR and
+# /metrics sums them (prometheus_client's multiprocess mode). The directory must start
+# empty, or the last run's counts would be added in: a given one is emptied, and
+# without one a temporary directory is made, and removed at exit.
+def _start_metrics(server):
+    import glob
+    import tempfile
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    server.metrics_dir_is_ours = not directory
+    if not directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="flaskapp-metrics-")
+    else:
+        os.makedirs(directory, exist_ok=True)
+        for stale in glob.glob(os.path.join(directory, "*.db")):
+            os.remove(stale)
+
+
+def child_exit(server, worker):
+    # A dead worker's counters still count; its live gauges (streams in flight) must not.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

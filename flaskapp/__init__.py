@@ -11,7 +11,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # Imported here, not at the top: gunicorn's master imports this package for the
     # embedded emulator, and must not import ssl users before gevent workers patch.
     _hide_trio_from_gevent_workers()
-    from . import cli, config, demo, errors, openai_api, requestlog, views
+    from . import (auth, cli, config, cors, demo, errors, health, limits, metrics, openai_api,
+                   requestlog, views)
     from .upstream import Upstream, UpstreamSettings
 
     app = Flask(__name__)
@@ -21,7 +22,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["upstream"] = Upstream(UpstreamSettings.from_config(app.config), **upstream_options)
 
     errors.init_app(app)
+    # Request hooks run in this order: request id and record, gateway key, rate limit.
     requestlog.init_app(app)
+    auth.init_app(app)
+    limits.init_app(app)
+    cors.init_app(app)
+    metrics.init_app(app)
+    health.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(demo.bp)

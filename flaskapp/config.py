@@ -35,6 +35,13 @@ DEFAULTS: dict[str, Any] = {
     # Reliability: concurrent upstream calls per worker before 503 + Retry-After (0: no cap).
     # Half gunicorn's worker_connections (4000), so rejections and /healthz still get through.
     "MAX_INFLIGHT": 2000,
+    # Gateway operations (docs/operations.md)
+    "API_KEYS": "",  # comma-separated, or @/path/to/file with one key a line; empty: no keys needed
+    "RATE_LIMIT": "",  # per key (or client address), e.g. "60/minute" or "5/second;100/hour"; empty: off
+    "RATE_LIMIT_STORAGE_URI": "memory://",  # redis://host:6379 to share limits between instances
+    "CORS_ORIGINS": "",  # comma-separated origins allowed to call from browsers; empty: CORS off
+    "READY_CACHE_SECONDS": 5.0,  # how long /readyz reuses its last upstream check
+    "READY_TIMEOUT": 2.0,  # seconds /readyz waits for the upstream's model list
 }
 
 
@@ -67,6 +74,53 @@ def _text(value: Any) -> str:
     return value
 
 
+class Secrets(tuple):
+    """A tuple of secrets that never shows them: not in repr, logs, or error messages."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} hidden>"
+
+    __str__ = __repr__
+
+
+def _api_keys(value: Any) -> Secrets:
+    if isinstance(value, (list, tuple)):
+        keys = [str(v).strip() for v in value]
+    elif str(value).strip().startswith("@"):
+        path = str(value).strip()[1:]
+        try:
+            with open(path, encoding="utf-8") as file:
+                keys = [line.strip() for line in file if not line.lstrip().startswith("#")]
+        except OSError as exc:
+            raise ValueError(f"cannot read the key file {path}: {exc.strerror}") from None
+        if not any(keys):
+            raise ValueError(f"the key file {path} holds no key")
+    else:
+        keys = [part.strip() for part in str(value).split(",")]
+    keys = [key for key in keys if key]
+    for number, key in enumerate(keys, 1):
+        if not key.isascii() or not key.isprintable() or " " in key:
+            raise ValueError(f"key {number} has a space or a character that cannot travel in a header")
+    return Secrets(dict.fromkeys(keys))
+
+
+def _rate_limit(value: Any) -> str:
+    value = str(value).strip()
+    if value:
+        import limits  # Flask-Limiter's own parser: a typo fails here, not on the first request
+
+        limits.parse_many(value)
+    return value
+
+
+def _origins(value: Any) -> tuple[str, ...]:
+    origins = _models(value)  # the same comma-separated list
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ValueError(f"{origin!r} is not * or an http(s):// origin")
+    return origins
+
+
 _CASTS: dict[str, Callable[[Any], Any]] = {
     "MODEL": _text,
     "ALLOWED_MODELS": _models,
@@ -82,7 +136,16 @@ _CASTS: dict[str, Callable[[Any], Any]] = {
     "MAX_RETRIES": _non_negative_int,
     "UPSTREAM_MAX_CONNECTIONS": _positive(int),
     "MAX_INFLIGHT": _non_negative_int,
+    "API_KEYS": _api_keys,
+    "RATE_LIMIT": _rate_limit,
+    "RATE_LIMIT_STORAGE_URI": _text,
+    "CORS_ORIGINS": _origins,
+    "READY_CACHE_SECONDS": _positive(float),
+    "READY_TIMEOUT": _positive(float),
 }
+
+# Never quoted in an error message: keys, and storage URIs that may hold a password.
+_SECRET = {"API_KEYS", "RATE_LIMIT_STORAGE_URI"}
 
 
 class ConfigError(RuntimeError):
@@ -99,7 +162,8 @@ def load(app: Flask, overrides: dict[str, Any] | None = None) -> None:
         try:
             app.config[name] = cast(app.config[name])
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"FLASKAPP_{name}: {exc} (got {app.config[name]!r})") from None
+            shown = "hidden" if name in _SECRET else repr(app.config[name])
+            raise ConfigError(f"FLASKAPP_{name}: {exc} (got {shown})") from None
     # The configured model is always on the allow-list.
     app.config["ALLOWED_MODELS"] = (app.config["MODEL"],) + tuple(
         m for m in app.config["ALLOWED_MODELS"] if m != app.config["MODEL"])

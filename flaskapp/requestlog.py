@@ -3,15 +3,23 @@
 Streams end long after the view returns, so the record travels with the response
 and is written once, by whoever finishes the request (the relay, or the teardown).
 It never holds a secret: prompts and keys are not logged, only their outcome.
+
+Every request gets an id (the caller's `X-Request-ID` when it is sane, else a new
+one), echoed in the response and written in its line. Every request but the probes,
+the metrics scrape and static files gets a record from the start, so one rejected
+before any view runs (401, 429, 404) is logged and counted too; a view replaces it
+with its own, which carries the same id.
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 
-from flask import Flask, Response, g
+from flask import Flask, Response, g, has_app_context, request
 from flask.signals import Namespace
 
 # Sent with the record once a request is over, streamed or not: for metrics and accounting.
@@ -25,11 +33,23 @@ CLIENT_DISCONNECTED = "client_disconnected"
 UPSTREAM_ERROR = "upstream_error"
 REJECTED = "rejected"
 
+REQUEST_ID_HEADER = "X-Request-ID"
+# A caller's id is kept only when it cannot forge or bloat a log line.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+# Asked every few seconds by machines: counting them would drown the requests that matter.
+# (CORS preflights, OPTIONS, are not recorded either.)
+UNRECORDED_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "metrics.metrics", "static"})
+
+
+def _current_request_id() -> str | None:
+    return g.get("request_id") if has_app_context() else None
+
 
 @dataclass
 class RequestRecord:
     route: str
     method: str
+    request_id: str | None = field(default_factory=_current_request_id)
     model: str | None = None
     status: int | None = None
     outcome: str | None = None
@@ -61,7 +81,29 @@ class RequestRecord:
         request_finished.send(self)
 
 
+def request_id_of(header: str | None) -> str:
+    """The caller's request id when it is sane, else a new one."""
+    if header and _SANE_REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
 def init_app(app: Flask) -> None:
+    """Call before anything else that adds request hooks: ours must run first."""
+
+    @app.before_request
+    def start_record() -> None:
+        g.request_id = request_id_of(request.headers.get(REQUEST_ID_HEADER))
+        if request.endpoint not in UNRECORDED_ENDPOINTS and request.method != "OPTIONS":
+            rule = request.url_rule
+            g.record = RequestRecord(route=rule.rule if rule else "(unmatched)", method=request.method)
+
+    @app.after_request
+    def echo_request_id(response: Response) -> Response:
+        if "request_id" in g:
+            response.headers[REQUEST_ID_HEADER] = g.request_id
+        return response
+
     @app.after_request
     def finish_record(response: Response) -> Response:
         # Streamed responses are finished by their relay, when the stream ends.
@@ -75,4 +117,12 @@ def init_app(app: Flask) -> None:
                 record.finish(COMPLETED)
             else:
                 record.finish(getattr(error, "outcome", REJECTED), error.type)
+        elif record is not None:
+            # A body the server closes before the view's generator ever ran never
+            # finishes its own record: finish it here (a no-op when it did).
+            def finish_unfinished() -> None:
+                if not record.written:
+                    record.status = record.status or response.status_code
+                    record.finish(CLIENT_DISCONNECTED)
+            response.call_on_close(finish_unfinished)
         return response

@@ -54,8 +54,3 @@ def stream() -> Response:
     if _wants_sse(chat):
         return Response(stream_with_context(relay.sse()), content_type=SSE, headers=STREAM_HEADERS)
     return Response(stream_with_context(relay.text()), content_type=TEXT, headers=STREAM_HEADERS)
-
-
-@bp.route("/healthz")
-def healthz() -> Response:
-    return Response("ok\n", content_type=TEXT)

@@ -1,0 +1,91 @@
+"""Gateway keys: with `FLASKAPP_API_KEYS` set, callers must send `Authorization: Bearer <key>`.
+
+One `before_request` hook guards every endpoint, so routes added later are covered
+without a decorator. Open without a key, on purpose:
+
+    /healthz          liveness probe: says nothing but "the process answers"
+    /readyz           readiness probe: load balancers rarely send credentials, and it says
+                      only up or down (its upstream check is cached, so it cannot be used
+                      to hammer the model server)
+    /demo, /static/*  the demo page itself holds no secret; the answers it asks for
+                      are guarded like any other call, so with keys on it shows the 401
+    OPTIONS           CORS preflights, which browsers send without credentials
+
+/metrics needs a key: traffic, models and error counts are the operator's business
+(Prometheus sends one with `authorization: {credentials: ...}` in its scrape config).
+
+Keys are compared as SHA-256 digests with `hmac.compare_digest`, against every key
+whether or not an earlier one matched, so neither the time taken nor its length tells
+a caller how close a guess was. The key itself is never logged or stored in `g`:
+rate limits see only `g.gateway_key_id`, a short digest that names the key.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from flask import Flask, Response, current_app, g, request
+
+from .errors import ApiError
+
+OPEN_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "demo.demo", "static"})
+
+
+class AuthenticationError(ApiError):
+    """401 authentication_error: no gateway key, or not one of ours."""
+
+    status, type, code = 401, "authentication_error", "invalid_api_key"
+
+
+class KeyRing:
+    """The gateway keys, kept only as digests."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self._digests = [(_digest(key), _digest(key).hex()[:12]) for key in keys]
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def identify(self, key: str) -> str | None:
+        """The id of the key that matches `key`, or None; the same work whatever the answer."""
+        candidate = _digest(key)
+        found = None
+        for digest, key_id in self._digests:
+            if hmac.compare_digest(digest, candidate):
+                found = key_id
+        return found
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+def bearer_token(header: str | None) -> str | None:
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def init_app(app: Flask) -> None:
+    """Call after `requestlog.init_app` (rejections are logged) and before `limits.init_app`."""
+    app.extensions["gateway_keys"] = KeyRing(app.config["API_KEYS"])
+
+    @app.before_request
+    def require_key() -> None:
+        keys: KeyRing = current_app.extensions["gateway_keys"]
+        if not keys or request.endpoint in OPEN_ENDPOINTS or request.method == "OPTIONS":
+            return
+        token = bearer_token(request.headers.get("Authorization"))
+        if token is None:
+            raise AuthenticationError("This gateway needs an API key: send `Authorization: Bearer <key>`.")
+        key_id = keys.identify(token)
+        if key_id is None:
+            raise AuthenticationError("Incorrect API key provided.")
+        g.gateway_key_id = key_id
+
+    @app.after_request
+    def challenge(response: Response) -> Response:
+        if response.status_code == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="flaskapp"'
+        return response

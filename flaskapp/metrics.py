@@ -1,0 +1,93 @@
+"""`GET /metrics`: Prometheus text format, summed over every gunicorn worker.
+
+Under gunicorn, gunicorn.conf.py sets `PROMETHEUS_MULTIPROC_DIR` before any worker
+starts, and each worker writes its samples to files there; a scrape, whichever worker
+answers it, adds them all up (prometheus_client's multiprocess mode). Without it (the
+Flask dev server, tests) the process's own registry is served.
+
+Fed from one place, `requestlog.request_finished`: one update per request when its
+record is finished, never per chunk. Only the in-flight gauge needs a second hook: a
+stream counts from the moment its response is returned until the server closes it.
+
+    flaskapp_requests_total{route,status,outcome}       counter
+    flaskapp_streams_in_flight{route}                   gauge (live workers summed)
+    flaskapp_time_to_first_byte_seconds{route}          histogram, successful requests
+    flaskapp_request_duration_seconds{route}            histogram, every request
+    flaskapp_completion_tokens_total{route,mode}        counter; mode "stream" or "blocking"
+    flaskapp_client_disconnects_total{route}            counter
+    flaskapp_upstream_errors_total{kind}                counter; kind is the error type
+    flaskapp_rate_limited_total{route}                  counter; our own 429s, not the upstream's
+
+Routes are URL rules (`/v1/chat/completions`, `(unmatched)` for 404s), never raw
+paths, so label values stay few. Probes, scrapes and static files are not counted.
+"""
+from __future__ import annotations
+
+import os
+
+from flask import Blueprint, Flask, Response, g
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge,
+                               Histogram, generate_latest)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from .requestlog import CLIENT_DISCONNECTED, REJECTED, UPSTREAM_ERROR, RequestRecord, request_finished
+
+bp = Blueprint("metrics", __name__)
+
+REQUESTS = Counter("flaskapp_requests", "Requests finished, by route, status and outcome.",
+                   ["route", "status", "outcome"])
+STREAMS_IN_FLIGHT = Gauge("flaskapp_streams_in_flight", "Streamed responses being sent now.",
+                          ["route"], multiprocess_mode="livesum")
+TIME_TO_FIRST_BYTE = Histogram(
+    "flaskapp_time_to_first_byte_seconds", "From the request to the first byte of the answer.", ["route"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60))
+DURATION = Histogram(
+    "flaskapp_request_duration_seconds", "From the request to its last byte.", ["route"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
+TOKENS = Counter("flaskapp_completion_tokens", "Completion tokens answered.", ["route", "mode"])
+CLIENT_DISCONNECTS = Counter("flaskapp_client_disconnects", "Clients that left before their answer ended.",
+                             ["route"])
+UPSTREAM_ERRORS = Counter("flaskapp_upstream_errors", "Requests failed by the model server, by kind.", ["kind"])
+RATE_LIMITED = Counter("flaskapp_rate_limited", "Requests refused by this gateway's rate limit.", ["route"])
+
+
+def observe(record: RequestRecord, **_: object) -> None:
+    """Count one finished request (a `request_finished` receiver)."""
+    route, status = record.route, record.status or 0
+    REQUESTS.labels(route, str(status), record.outcome or "").inc()
+    if record.total_time is not None:
+        DURATION.labels(route).observe(record.total_time)
+    if record.time_to_first_byte is not None and status < 400:
+        TIME_TO_FIRST_BYTE.labels(route).observe(record.time_to_first_byte)
+    if record.tokens:
+        TOKENS.labels(route, "stream" if record.chunks else "blocking").inc(record.tokens)
+    if record.outcome == CLIENT_DISCONNECTED:
+        CLIENT_DISCONNECTS.labels(route).inc()
+    elif record.outcome == UPSTREAM_ERROR:
+        UPSTREAM_ERRORS.labels(record.error or "unknown").inc()
+    elif record.outcome == REJECTED and status == 429:
+        RATE_LIMITED.labels(route).inc()
+
+
+@bp.route("/metrics")
+def metrics() -> Response:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+    request_finished.connect(observe)  # module-level function: the weak reference lives on
+
+    @app.after_request
+    def count_stream(response: Response) -> Response:
+        record = g.get("record")
+        if record is not None and response.is_streamed and response.status_code < 400:
+            gauge = STREAMS_IN_FLIGHT.labels(record.route)
+            gauge.inc()
+            response.call_on_close(gauge.dec)
+        return response
