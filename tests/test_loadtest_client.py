@@ -148,5 +148,7 @@ def test_target_builds_each_kind_of_request():
     request = target.request_bytes("openai-stream")
     assert request.startswith(b"POST /base/v1/chat/completions HTTP/1.1\r\n")
     assert request.endswith(b'"stream": true, "max_tokens": 7}')
+    assert b"Authorization" not in target.request_bytes("stream")
+    assert b"Authorization: Bearer gk-1\r\n" in Target("http://h:1", api_key="gk-1").request_bytes("stream")
     with pytest.raises(ValueError):
         Target("https://example.invalid").request_bytes("block")

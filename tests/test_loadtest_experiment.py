@@ -80,3 +80,13 @@ def test_loadtest_command_prints_tables_and_writes_records(tmp_path):
 def test_click_commands_hand_help_to_argparse():
     result = CliRunner().invoke(experiment_command, ["--help"])
     assert result.exit_code == 0 and "--cell-time-limit" in result.output
+
+
+def test_a_set_up_that_will_not_start_is_reported_and_the_rest_still_run(tmp_path):
+    out = tmp_path / "out"
+    main(["experiment", "--out", str(out), "--setup", "broken=-k no.such.Worker", "--setup", "direct",
+          "--kinds", "stream", "--concurrency", "1", "--min-requests", "1", "--ttft", "0.01",
+          "--tokens-per-second", "1000", "--tokens", "5", "--quiet", "--no-pin"])
+    (cell,) = json.loads((out / "cells.json").read_text())
+    assert cell["setup"] == "direct" and cell["summary"]["completed"] == 1
+    assert "would not start" in (out / "report.md").read_text()

@@ -37,6 +37,9 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
                        help="The prompt sent with every request.")
     group.add_argument("--max-tokens", type=int, default=None,
                        help="Ask for at most this many tokens (default: leave it to the server).")
+    group.add_argument("--api-key", default=os.environ.get("FLASKAPP_LOADTEST_API_KEY"),
+                       help="Send this gateway key as a bearer token (default: $FLASKAPP_LOADTEST_API_KEY, "
+                       "or none).")
     group.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
                        help="Event loop of the load generator; auto uses uvloop when installed.")
     group.add_argument("--quiet", action="store_true", help="Show no progress on stderr.")
@@ -92,6 +95,9 @@ def build_experiment_parser(prog: str = "python -m flaskapp.loadtest experiment"
                        help="But never fewer than this many requests per cell (default: %(default)s).")
     cells.add_argument("--cell-time-limit", type=float, default=20.0,
                        help="Seconds after which a cell is ended and reported as timed out (default: %(default)s).")
+    cells.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                       help="A setting for gunicorn and the app, such as FLASKAPP_MAX_INFLIGHT=5000; repeat "
+                       "for several. The shell's own FLASKAPP_* variables are not passed on.")
     cells.add_argument("--no-pin", dest="pin", action="store_false",
                        help="Do not pin gunicorn to one CPU and the emulator and load generator to the others.")
     timing = parser.add_argument_group("the emulator's pace")
@@ -123,7 +129,7 @@ def run_main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = build_run_parser(*( [prog] if prog else []))
     args = parser.parse_args(argv)
     kinds = args.kind or ["block", "stream"]
-    target = Target(args.url.rstrip("/"), prompt=args.prompt, max_tokens=args.max_tokens)
+    target = Target(args.url.rstrip("/"), prompt=args.prompt, max_tokens=args.max_tokens, api_key=args.api_key)
     try:
         target.request_bytes(kinds[0])
     except ValueError as exc:
@@ -161,6 +167,9 @@ def experiment_main(argv: list[str] | None = None, prog: str | None = None) -> i
         setups = [Setup.parse(s) for s in (args.setup or [])] or ExperimentConfig(args.out).setups
     except ValueError as exc:
         parser.error(str(exc))
+    server_env = dict(item.partition("=")[::2] for item in args.server_env)
+    if args.api_key:
+        server_env.setdefault("FLASKAPP_API_KEYS", args.api_key)
     command = " ".join(shlex.quote(a) for a in [prog or "python -m flaskapp.loadtest experiment",
                                                  *(sys.argv[1:] if argv is None else argv)])
     config = ExperimentConfig(out=args.out, setups=setups, kinds=kinds, concurrency=args.concurrency,
@@ -168,7 +177,8 @@ def experiment_main(argv: list[str] | None = None, prog: str | None = None) -> i
                               cell_time_limit=args.cell_time_limit, ttft=args.ttft,
                               tokens_per_second=args.tokens_per_second, tokens=args.tokens,
                               max_tokens=args.max_tokens, pin=args.pin and len(os.sched_getaffinity(0)) >= 2,
-                              loop=args.loop, progress=not args.quiet, command=command)
+                              loop=args.loop, progress=not args.quiet, command=command,
+                              server_env=server_env, api_key=args.api_key)
     cells = run_experiment(config)
     print(report.cells_table(cells, markdown=False))
     print(f"\nreport: {args.out / 'report.md'}")

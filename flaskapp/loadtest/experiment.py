@@ -60,6 +60,9 @@ class ExperimentConfig:
     loop: str = "auto"
     progress: bool = True
     command: str = ""
+    api_key: str | None = None  # gateway key sent by the load generator
+    server_env: dict[str, str] = field(default_factory=dict)  # FLASKAPP_* settings for gunicorn
+    failed_setups: dict[str, str] = field(default_factory=dict)  # filled in: set-ups that would not start
 
 
 def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
@@ -77,7 +80,8 @@ def run_cell(config: ExperimentConfig, setup: Setup, emulator: Server, server: S
              kind: str, concurrency: int) -> tuple[dict[str, Any], list]:
     direct = server is None
     wire_kind = f"openai-{kind}" if direct and kind in ("block", "stream") else kind
-    target = Target(emulator.url if direct else server.url, max_tokens=config.max_tokens)
+    target = Target(emulator.url if direct else server.url, max_tokens=config.max_tokens,
+                    api_key=None if direct else config.api_key)
     requests = max(config.rounds * concurrency, config.min_requests)
     _wait_idle(emulator)
     tokens_before = get_json(emulator.url + "/_emulator/stats")["tokens_sent"]
@@ -127,8 +131,14 @@ def _run_cells(config: ExperimentConfig, out: Path, server_cpus: set[int] | None
             def start_server() -> Server | None:
                 if setup.gunicorn_args is None:
                     return None
-                return start_gunicorn(out / "logs", emulator.url + "/v1", list(setup.gunicorn_args), server_cpus)
-            server = start_server()
+                return start_gunicorn(out / "logs", emulator.url + "/v1", list(setup.gunicorn_args),
+                                      server_cpus, config.server_env)
+            try:
+                server = start_server()
+            except RuntimeError as exc:  # one broken set-up should not cost the others' results
+                config.failed_setups[setup.name] = str(exc).splitlines()[0]
+                print(f"{setup.name}: {exc}", file=sys.stderr, flush=True)
+                continue
             for concurrency in config.concurrency:
                 for kind in config.kinds:
                     cell, cell_records = run_cell(config, setup, emulator, server, kind, concurrency)
@@ -141,6 +151,7 @@ def _run_cells(config: ExperimentConfig, out: Path, server_cpus: set[int] | None
                     if cell["timed_out"] and server is not None:
                         # Connections still queued in the server would be billed to the next cell.
                         server.stop()
+                        server = None
                         server = start_server()
         finally:
             if server is not None:
@@ -186,6 +197,9 @@ def write_report(config: ExperimentConfig, cells: list[dict[str, Any]], records:
         "cell (from /proc, in 10 ms ticks: coarse for small cells); CPU ms/req = that per completed request; tokens/CPU-s = upstream tokens the "
         "emulator sent in the cell per worker CPU-second.", "",
     ]
+    if config.failed_setups:
+        lines += ["Set-ups that would not start (see `logs/`): " + "; ".join(
+            f"{name}: {why}" for name, why in config.failed_setups.items()), ""]
     if timed_out:
         lines += ["Timed out (the cell's bound ended it; in-flight requests counted as `cancelled`): "
                   + ", ".join(f"{c['setup']} {c['kind']} c={c['concurrency']}" for c in timed_out), ""]

@@ -144,9 +144,13 @@ def start_emulator(log_dir: Path, ttft: float, tokens_per_second: float, tokens:
 
 def start_gunicorn(log_dir: Path, upstream: str, gunicorn_args: list[str], cpus: set[int] | None = None,
                    extra_env: dict[str, str] | None = None) -> Server:
-    """`gunicorn -c gunicorn.conf.py wsgi:app` with the given arguments, pointed at `upstream` (…/v1)."""
+    """`gunicorn -c gunicorn.conf.py wsgi:app` with the given arguments, pointed at `upstream` (…/v1).
+
+    The caller's FLASKAPP_* settings are not passed on (a gateway key or rate limit left in
+    a shell would turn the experiment into 401s and 429s); `extra_env` sets any on purpose.
+    """
     sock = _listener()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GUNICORN_", "WEB_CONCURRENCY"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "FLASKAPP_", "GUNICORN_", "WEB_CONCURRENCY"))}
     env.update({"OPENAI_BASE_URL": upstream, "OPENAI_API_KEY": "sk-loadtest-experiment"})
     env.update(extra_env or {})
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"fd://{sock.fileno()}",

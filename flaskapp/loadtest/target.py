@@ -16,7 +16,7 @@ class Target:
     prompt: str = "Write a short story about a lighthouse keeper."
     max_tokens: int | None = None
     model: str = "gpt-4o-mini"
-    api_key: str = "sk-loadtest"
+    api_key: str | None = None  # sent as a bearer token; openai-* kinds send a dummy one without it
 
     def request_bytes(self, kind: str) -> bytes:
         parts = urlsplit(self.base_url)
@@ -26,6 +26,8 @@ class Target:
         host = parts.netloc
         headers = {"Host": host, "User-Agent": "flaskapp-loadtest", "Connection": "close"}
         body = b""
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
         if kind in ("block", "stream", "stream-sse"):
             query = "prompt=" + quote(self.prompt)
             if self.max_tokens is not None:
@@ -43,7 +45,7 @@ class Target:
             body = json.dumps(payload).encode()
             method, target = "POST", prefix + "/v1/chat/completions"
             headers.update({"Content-Type": "application/json", "Content-Length": str(len(body)),
-                            "Authorization": f"Bearer {self.api_key}"})
+                            "Authorization": f"Bearer {self.api_key or 'sk-loadtest'}"})
         else:
             raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
         head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
