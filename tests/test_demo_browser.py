@@ -16,8 +16,6 @@ import pytest
 
 from servers import ROOT, Emulator, Process, start_emulator, start_gunicorn, upstream_env
 
-sync_api = pytest.importorskip("playwright.sync_api")
-
 CHROMIUM = os.environ.get("DEMO_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -29,11 +27,25 @@ MAX_CONCURRENCY = 8
 # Chromium's own line for an HTTP error status: expected when a test makes the upstream fail.
 HTTP_ERROR_LOG = re.compile(r"^Failed to load resource: the server responded with a status of 5\d\d")
 
-if not Path(CHROMIUM).exists():
-    message = f"{CHROMIUM} not found: apt-get install -y chromium"
+
+
+def _missing() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright not installed: pip install -r requirements.txt"
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} not found: apt-get install -y chromium"
+    return None
+
+
+# Skipped on a machine without a browser; in CI a missing browser is a failure, not a skip.
+if (_reason := _missing()) is not None:
     if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message, allow_module_level=True)
+        raise RuntimeError(_reason)
+    pytest.skip(_reason, allow_module_level=True)
+
+from playwright import sync_api  # noqa: E402
 
 
 # ---- Fixtures: one emulator, one gunicorn and one browser for the module ----------------------
