@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "REQUEST_TIMEOUT": 600.0,  # whole blocking call
     "MAX_RETRIES": 2,  # upstream retries before the first byte (the openai client's own)
     "UPSTREAM_MAX_CONNECTIONS": 10_000,  # per worker; one per concurrent stream
+    "UPSTREAM_TRANSPORT": "lean",  # "httpx" for httpx's own transport (proxies, HTTP/2)
     # Reliability: concurrent upstream calls per worker before 503 + Retry-After (0: no cap).
     # Half gunicorn's worker_connections (4000), so rejections and /healthz still get through.
     "MAX_INFLIGHT": 2000,
@@ -65,6 +66,14 @@ def _models(value: Any) -> tuple[str, ...]:
     if isinstance(value, (list, tuple)):
         return tuple(str(v).strip() for v in value if str(v).strip())
     return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if str(value) not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return str(value)
+    return check
 
 
 def _text(value: Any) -> str:
@@ -135,6 +144,7 @@ _CASTS: dict[str, Callable[[Any], Any]] = {
     "REQUEST_TIMEOUT": _positive(float),
     "MAX_RETRIES": _non_negative_int,
     "UPSTREAM_MAX_CONNECTIONS": _positive(int),
+    "UPSTREAM_TRANSPORT": _choice("lean", "httpx"),
     "MAX_INFLIGHT": _non_negative_int,
     "API_KEYS": _api_keys,
     "RATE_LIMIT": _rate_limit,

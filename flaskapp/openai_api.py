@@ -17,7 +17,6 @@ from .errors import ApiError, ClientClosedRequest, InvalidRequest
 from .guard import ClientGone, guard_for
 from .relay import STREAM_HEADERS, Relay
 from .requestlog import RequestRecord
-from .upstream import passthrough_arguments
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
@@ -35,14 +34,13 @@ def chat_completions() -> Response:
     g.record.model = body["model"]
     backpressure.admit(g.record)
     upstream = current_app.extensions["upstream"]
-    arguments = passthrough_arguments(body)
     if body.get("stream"):
-        relay = Relay.open(upstream, arguments, request.environ, g.record, raw=True)
+        relay = Relay.open(upstream, body, request.environ, g.record, raw=True)
         return Response(stream_with_context(relay.passthrough()),
                         content_type="text/event-stream; charset=utf-8", headers=STREAM_HEADERS)
     guard = guard_for(request.environ, float("inf"))
     try:
-        answer = upstream.complete(arguments, guard)
+        answer = upstream.complete(body, guard)
     except ClientGone:
         raise ClientClosedRequest("The client closed the connection.") from None
     finally:

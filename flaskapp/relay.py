@@ -42,13 +42,13 @@ class Relay:
         self.guard, self.record, self._environ = guard, record, environ
 
     @classmethod
-    def open(cls, upstream: Upstream, arguments: dict[str, Any], environ: dict,
+    def open(cls, upstream: Upstream, body: dict[str, Any], environ: dict,
              record: RequestRecord, raw: bool = False) -> "Relay":
         """Open the upstream stream and wait for its first content (or, `raw`, its first bytes)."""
         guard = guard_for(environ, record.started + upstream.settings.first_token_timeout)
         stream = None
         try:
-            stream = upstream.open_stream(arguments, guard)
+            stream = upstream.open_stream(body, guard)
             items = stream.raw() if raw else iter(stream)
             first = next(items, None)
         except ClientGone:

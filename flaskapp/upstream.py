@@ -24,6 +24,11 @@ from .chunks import ChunkParser, MalformedChunk
 from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, from_openai
 from .guard import ClientGone, Guard, UpstreamSilent
 from .params import ChatParams
+from .transport import LeanTransport
+
+# Through the client's own `post()`: its auth, retries and error mapping, without the
+# per-call argument transformation of `chat.completions.create()` (half a millisecond).
+CHAT_COMPLETIONS = "/chat/completions"
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,13 @@ class UpstreamSettings:
     request_timeout: float = 600.0
     max_retries: int = 2
     max_connections: int = 10_000
+    transport: str = "lean"  # or "httpx": httpx's own transport (proxies, HTTP/2)
 
     @classmethod
     def from_config(cls, config: Any) -> "UpstreamSettings":
         return cls(config["CONNECT_TIMEOUT"], config["FIRST_TOKEN_TIMEOUT"], config["IDLE_TIMEOUT"],
-                   config["REQUEST_TIMEOUT"], config["MAX_RETRIES"], config["UPSTREAM_MAX_CONNECTIONS"])
+                   config["REQUEST_TIMEOUT"], config["MAX_RETRIES"], config["UPSTREAM_MAX_CONNECTIONS"],
+                   config["UPSTREAM_TRANSPORT"])
 
 
 @dataclass
@@ -59,8 +66,12 @@ class Upstream:
     def client(self) -> openai.OpenAI:
         if self._client is None or self._pid != os.getpid():
             options = dict(self._client_options)
-            options.setdefault("http_client", openai.DefaultHttpxClient(limits=httpx2.Limits(
-                max_connections=self.settings.max_connections, max_keepalive_connections=1000)))
+            if "http_client" not in options and self.settings.transport == "lean":
+                options["http_client"] = openai.DefaultHttpxClient(
+                    transport=LeanTransport(max_idle_per_origin=self.settings.max_connections))
+            elif "http_client" not in options:
+                options["http_client"] = openai.DefaultHttpxClient(limits=httpx2.Limits(
+                    max_connections=self.settings.max_connections, max_keepalive_connections=1000))
             self._client = openai.OpenAI(max_retries=self.settings.max_retries, **options)
             self._pid = os.getpid()
         return self._client
@@ -69,29 +80,28 @@ class Upstream:
     def base_url(self) -> str:
         return str(self.client.base_url)
 
-    def complete(self, arguments: dict[str, Any], guard: Guard) -> bytes:
+    def complete(self, body: dict[str, Any], guard: Guard) -> bytes:
         """The upstream's JSON answer to a blocking call, as the bytes it sent."""
         s = self.settings
         timeout = httpx2.Timeout(s.request_timeout, connect=s.connect_timeout)
         guard.waiting = True
         try:
-            # The raw response: no tree of pydantic objects to build and throw away.
-            raw = self.client.chat.completions.with_raw_response.create(**arguments, timeout=timeout)
-            return raw.http_response.content
+            response = self.client.post(CHAT_COMPLETIONS, body=body, cast_to=httpx2.Response,
+                                        options={"timeout": timeout})
+            return response.content
         except openai.OpenAIError as exc:
             raise from_openai(exc) from None
         finally:
             guard.waiting = False
 
-    def open_stream(self, arguments: dict[str, Any], guard: Guard) -> "ChatStream":
+    def open_stream(self, body: dict[str, Any], guard: Guard) -> "ChatStream":
         s = self.settings
         # The client's read timeout is the backstop; the guard enforces the finer deadlines.
         timeout = httpx2.Timeout(max(s.first_token_timeout, s.idle_timeout), connect=s.connect_timeout)
-        context = self.client.chat.completions.with_streaming_response.create(
-            **arguments, stream=True, timeout=timeout)
         guard.waiting = True
         try:
-            response = context.__enter__()
+            response = self.client.post(CHAT_COMPLETIONS, body={**body, "stream": True}, cast_to=httpx2.Response,
+                                        stream=True, options={"timeout": timeout})
         except openai.OpenAIError as exc:
             raise from_openai(exc) from None
         except UpstreamSilent:
@@ -99,25 +109,19 @@ class Upstream:
                 f"The model server sent nothing within {s.first_token_timeout:g} s.") from None
         finally:
             guard.waiting = False
-        return ChatStream(response.http_response, guard, s)
+        return ChatStream(response, guard, s)
 
 
-def chat_arguments(params: ChatParams, stream: bool = False) -> dict[str, Any]:
-    """The `create()` arguments for a prompt view's request."""
-    arguments: dict[str, Any] = {"model": params.model, "messages": params.messages()}
+def chat_body(params: ChatParams, stream: bool = False) -> dict[str, Any]:
+    """The chat-completions request body for a prompt view's request."""
+    body: dict[str, Any] = {"model": params.model, "messages": params.messages()}
     if params.max_tokens is not None:
-        arguments["max_tokens"] = params.max_tokens
+        body["max_tokens"] = params.max_tokens
     if params.temperature is not None:
-        arguments["temperature"] = params.temperature
+        body["temperature"] = params.temperature
     if stream:
-        arguments["stream_options"] = {"include_usage": True}  # for the `done` event and the log
-    return arguments
-
-
-def passthrough_arguments(body: dict[str, Any]) -> dict[str, Any]:
-    """The `create()` arguments relaying an OpenAI-style request body unchanged."""
-    rest = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
-    return {"model": body["model"], "messages": body["messages"], "extra_body": rest}
+        body["stream_options"] = {"include_usage": True}  # for the `done` event and the log
+    return body
 
 
 def parse_completion(body: bytes) -> Completion:

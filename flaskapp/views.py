@@ -8,7 +8,7 @@ from .errors import ClientClosedRequest
 from .guard import ClientGone, guard_for
 from .relay import STREAM_HEADERS, Relay
 from .requestlog import RequestRecord
-from .upstream import chat_arguments, parse_completion
+from .upstream import chat_body, parse_completion
 
 bp = Blueprint("prompt", __name__)
 
@@ -37,7 +37,7 @@ def blocking() -> Response:
     upstream = current_app.extensions["upstream"]
     guard = guard_for(request.environ, float("inf"))
     try:
-        completion = parse_completion(upstream.complete(chat_arguments(chat), guard))
+        completion = parse_completion(upstream.complete(chat_body(chat), guard))
     except ClientGone:
         raise ClientClosedRequest("The client closed the connection.") from None
     finally:
@@ -49,7 +49,7 @@ def blocking() -> Response:
 @bp.route("/stream", methods=["GET", "POST"])
 def stream() -> Response:
     chat = _start("/stream")
-    relay = Relay.open(current_app.extensions["upstream"], chat_arguments(chat, stream=True),
+    relay = Relay.open(current_app.extensions["upstream"], chat_body(chat, stream=True),
                        request.environ, g.record)
     if _wants_sse(chat):
         return Response(stream_with_context(relay.sse()), content_type=SSE, headers=STREAM_HEADERS)

@@ -5,9 +5,9 @@ import pytest
 from flaskapp import errors
 from flaskapp.guard import Guard
 from flaskapp.params import ChatParams
-from flaskapp.upstream import Upstream, UpstreamSettings, chat_arguments, parse_completion
+from flaskapp.upstream import Upstream, UpstreamSettings, chat_body, parse_completion
 
-ARGUMENTS = chat_arguments(ChatParams(prompt="hi", system="be brief", model="gpt-4", max_tokens=5))
+ARGUMENTS = chat_body(ChatParams(prompt="hi", system="be brief", model="gpt-4", max_tokens=5))
 
 
 def upstream_answering(handler) -> Upstream:

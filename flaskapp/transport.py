@@ -1,0 +1,278 @@
+"""A lean HTTP/1.1 transport for the `openai` client, built for thousands of open streams.
+
+The `openai` client stays in charge of building requests, authentication, retries
+and error mapping; this replaces only what sits under it (httpx's default transport).
+Two costs of the default dominate a busy gevent worker relaying streams:
+
+- its connection pool re-checks every idle connection, with a poll through the gevent
+  hub, each time any request starts or ends: quadratic in the number of streams;
+- it decodes each chunk of a chunked body through h11's event machinery.
+
+Here idle connections wait in a LIFO list per origin and only the one taken out is
+checked (one non-blocking peek), and a chunked body is decoded with a few bytes
+operations: each read from the socket becomes one piece of body, however many
+chunks (tokens) it held. Everything else — proxies, HTTP/2 — is left to httpx: use
+its transport when you need them (`FLASKAPP_UPSTREAM_TRANSPORT=httpx`).
+"""
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import sys
+from collections import deque
+from typing import Iterator
+
+import httpx2
+
+
+def _poll() -> "select.poll":
+    # The real poll(2), even under gevent: a zero-timeout check needs no trip through the hub.
+    monkey = sys.modules.get("gevent.monkey")
+    poll = monkey.get_original("select", "poll") if monkey else select.poll
+    return poll()
+
+READ_SIZE = 65536
+MAX_HEAD = 65536
+
+
+class _Connection:
+    __slots__ = ("sock", "origin", "buffer", "reused")
+
+    def __init__(self, sock: socket.socket, origin: tuple[str, str, int]) -> None:
+        self.sock, self.origin, self.buffer, self.reused = sock, origin, b"", False
+
+    def alive(self) -> bool:
+        """An idle keep-alive connection is usable while it has nothing to read (no EOF)."""
+        try:
+            poller = _poll()
+            poller.register(self.sock.fileno(), select.POLLIN)
+            return not poller.poll(0)
+        except (OSError, ValueError):
+            return False
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class LeanTransport(httpx2.BaseTransport):
+    def __init__(self, max_idle_per_origin: int = 1000, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
+        self._max_idle = max_idle_per_origin
+        self._ssl_context = ssl_context
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        url = request.url
+        if url.scheme not in ("http", "https"):
+            raise httpx2.UnsupportedProtocol(f"unsupported scheme {url.scheme!r}", request=request)
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        timeouts = request.extensions.get("timeout", {})
+        head = self._head(request)
+        body = request.read()
+        while True:
+            connection = self._checkout(origin)
+            fresh = connection is None
+            if fresh:
+                connection = self._connect(origin, timeouts, request)
+            try:
+                connection.sock.settimeout(timeouts.get("write"))
+                connection.sock.sendall(head + body if len(body) < 65536 else head)
+                if len(body) >= 65536:
+                    connection.sock.sendall(body)
+                connection.sock.settimeout(timeouts.get("read"))
+                status, reason, headers = self._read_head(connection, request)
+                break
+            except socket.timeout:
+                connection.close()
+                raise httpx2.ReadTimeout("timed out waiting for the response", request=request) from None
+            except (_StaleConnection, OSError) as exc:
+                connection.close()
+                if not fresh:
+                    continue  # a kept-alive connection the server had closed: nothing was processed
+                if isinstance(exc, _StaleConnection):
+                    raise httpx2.RemoteProtocolError("server closed the connection without a response",
+                                                     request=request) from None
+                raise httpx2.ReadError(str(exc), request=request) from None
+            except BaseException:
+                connection.close()
+                raise
+        stream = _Body(self, connection, headers, request, head_only=request.method == "HEAD" or status in (204, 304))
+        return httpx2.Response(status, headers=headers, stream=stream, request=request,
+                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+
+    def close(self) -> None:
+        for connections in self._idle.values():
+            while connections:
+                connections.pop().close()
+
+    # -- connections ---------------------------------------------------------
+    def _checkout(self, origin: tuple[str, str, int]) -> _Connection | None:
+        connections = self._idle.get(origin)
+        while connections:
+            connection = connections.pop()  # the most recently used: least likely to have timed out
+            if connection.alive():
+                connection.reused = True
+                return connection
+            connection.close()
+        return None
+
+    def checkin(self, connection: _Connection) -> None:
+        connections = self._idle.setdefault(connection.origin, deque())
+        if len(connections) >= self._max_idle:
+            connection.close()
+        else:
+            connections.append(connection)
+
+    def _connect(self, origin: tuple[str, str, int], timeouts: dict, request: httpx2.Request) -> _Connection:
+        scheme, host, port = origin
+        try:
+            sock = socket.create_connection((host, port), timeout=timeouts.get("connect"))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                if self._ssl_context is None:
+                    self._ssl_context = ssl.create_default_context()
+                sock = self._ssl_context.wrap_socket(sock, server_hostname=host)
+        except socket.timeout:
+            raise httpx2.ConnectTimeout(f"timed out connecting to {host}:{port}", request=request) from None
+        except OSError as exc:
+            raise httpx2.ConnectError(str(exc), request=request) from None
+        return _Connection(sock, origin)
+
+    # -- wire format ---------------------------------------------------------
+    @staticmethod
+    def _head(request: httpx2.Request) -> bytes:
+        target = request.url.raw_path
+        lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), target)]
+        lines += [b"%s: %s" % (name, value) for name, value in request.headers.raw]
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    @staticmethod
+    def _read_head(connection: _Connection, request: httpx2.Request) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        data = b""
+        while (end := data.find(b"\r\n\r\n")) < 0:
+            if len(data) > MAX_HEAD:
+                raise httpx2.RemoteProtocolError("response head too large", request=request)
+            more = connection.sock.recv(READ_SIZE)
+            if not more:
+                if not data and connection.reused:
+                    raise _StaleConnection()
+                raise httpx2.RemoteProtocolError("server closed the connection without a response",
+                                                 request=request)
+            data += more
+        lines = data[:end].split(b"\r\n")
+        connection.buffer = data[end + 4:]
+        try:
+            version, status, *reason = lines[0].split(b" ", 2)
+            headers = [(name.strip(), value.strip()) for name, _, value in
+                       (line.partition(b":") for line in lines[1:] if b":" in line)]
+            return int(status), reason[0] if reason else b"", headers
+        except ValueError:
+            raise httpx2.RemoteProtocolError("malformed response head", request=request) from None
+
+
+class _StaleConnection(Exception):
+    """A reused connection was closed by the server before answering."""
+
+
+class _Body(httpx2.SyncByteStream):
+    """The response body: each socket read becomes one piece, chunked framing removed."""
+
+    def __init__(self, transport: LeanTransport, connection: _Connection, headers: list[tuple[bytes, bytes]],
+                 request: httpx2.Request, head_only: bool) -> None:
+        self._transport, self._connection, self._request = transport, connection, request
+        self._complete = head_only
+        self._chunked = self._length = None
+        self._keep_alive = True
+        for name, value in headers:
+            name = name.lower()
+            if name == b"transfer-encoding":
+                self._chunked = b"chunked" in value.lower()
+            elif name == b"content-length":
+                self._length = int(value)
+            elif name == b"connection" and value.lower() == b"close":
+                self._keep_alive = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._complete:
+            return
+        try:
+            if self._chunked:
+                yield from self._read_chunked()
+            elif self._length is not None:
+                yield from self._read_length(self._length)
+            else:
+                self._keep_alive = False
+                yield from self._read_until_close()
+        except socket.timeout:
+            raise httpx2.ReadTimeout("timed out reading the response", request=self._request) from None
+        except OSError as exc:
+            raise httpx2.ReadError(str(exc), request=self._request) from None
+
+    def _recv(self) -> bytes:
+        data = self._connection.sock.recv(READ_SIZE)
+        if not data:
+            raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body",
+                                             request=self._request)
+        return data
+
+    def _read_length(self, remaining: int) -> Iterator[bytes]:
+        data, self._connection.buffer = self._connection.buffer, b""
+        while True:
+            if data:
+                data, extra = data[:remaining], data[remaining:]
+                remaining -= len(data)
+                if extra:
+                    self._keep_alive = False  # the server sent more than it announced
+                yield data
+            if remaining <= 0:
+                self._complete = True
+                return
+            data = self._recv()
+
+    def _read_until_close(self) -> Iterator[bytes]:
+        data, self._connection.buffer = self._connection.buffer, b""
+        if data:
+            yield data
+        while data := self._connection.sock.recv(READ_SIZE):
+            yield data
+        self._complete = True
+
+    def _read_chunked(self) -> Iterator[bytes]:
+        buffer = self._connection.buffer
+        self._connection.buffer = b""
+        while True:
+            pieces = []
+            position = 0
+            # Every complete chunk in what has arrived so far.
+            while (line_end := buffer.find(b"\r\n", position)) >= 0:
+                try:
+                    size = int(buffer[position:line_end].split(b";", 1)[0], 16)
+                except ValueError:
+                    raise httpx2.RemoteProtocolError("malformed chunk size", request=self._request) from None
+                if size == 0:
+                    if buffer.find(b"\r\n\r\n", line_end) < 0:
+                        break  # the trailer section has not fully arrived
+                    if pieces:
+                        yield b"".join(pieces)
+                    self._complete = True
+                    return
+                start = line_end + 2
+                if len(buffer) < start + size + 2:
+                    break  # this chunk has not fully arrived
+                pieces.append(buffer[start:start + size])
+                position = start + size + 2
+            if pieces:
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            buffer = buffer[position:] + self._recv()
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        if self._complete and self._keep_alive:
+            self._transport.checkin(connection)
+        else:
+            connection.close()  # unread body: the connection cannot be reused
