@@ -2,8 +2,8 @@
 
 One budget per caller across all endpoints: per gateway key when keys are on, per
 client address when they are off (behind a proxy, make the proxy's address header
-count first: see docs/operations.md). Probes, the metrics scrape, static files and
-CORS preflights are never limited. Past the limit: 429 `rate_limit_error` with a
+count first: see docs/operations.md). Probes, the metrics scrape, static files,
+CORS preflights and unknown paths (404, which cost nothing) are never limited. Past the limit: 429 `rate_limit_error` with a
 `Retry-After` in seconds.
 
 Counts live in `FLASKAPP_RATE_LIMIT_STORAGE_URI`: `memory://` is per worker process
