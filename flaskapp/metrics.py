@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import os
 
-from flask import Blueprint, Flask, Response, g
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge,
-                               Histogram, generate_latest)
+from flask import Blueprint, Flask, Response, g, request
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .requestlog import CLIENT_DISCONNECTED, REJECTED, UPSTREAM_ERROR, RequestRecord, request_finished
@@ -76,7 +76,9 @@ def metrics() -> Response:
         MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    # Prometheus text format, or OpenMetrics when the scraper asks for it.
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encode(registry), content_type=content_type)
 
 
 def init_app(app: Flask) -> None:

@@ -1,0 +1,78 @@
+"""Probes: /healthz always answers; /readyz answers 200 only while the upstream does, checked briefly cached."""
+from __future__ import annotations
+
+import openai
+import pytest
+
+from flaskapp import create_app
+from flaskapp.health import Readiness
+from servers import SECRET_KEY, start_emulator
+
+
+def make_app(base_url: str, **settings):
+    return create_app({"TESTING": True, "MAX_RETRIES": 0, "UPSTREAM_CLIENT_OPTIONS": {
+        "api_key": SECRET_KEY, "base_url": base_url}, **settings})
+
+
+def test_ready_while_the_upstream_answers_and_not_once_it_is_gone(tmp_path):
+    emulator = start_emulator(tmp_path)
+    client = make_app(emulator.base_url, READY_CACHE_SECONDS=0.01).test_client()
+    try:
+        response = client.get("/readyz")
+        assert response.status_code == 200 and response.get_json() == {"status": "ready"}
+        assert response.headers["Cache-Control"] == "no-store"
+        assert client.get("/healthz").status_code == 200
+    finally:
+        emulator.stop()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    error = response.get_json()["error"]
+    assert error["type"] == "upstream_unavailable" and error["message"].startswith("Not ready:")
+    assert client.get("/healthz").status_code == 200  # liveness never depends on the upstream
+
+
+def test_not_ready_when_nothing_listens():
+    response = make_app("http://127.0.0.1:9/v1").test_client().get("/readyz")
+    assert response.status_code == 503 and "could not be reached" in response.get_json()["error"]["message"]
+
+
+class FakeClient:
+    """Stands in for the openai client: counts model listings, fails on demand."""
+
+    def __init__(self) -> None:
+        self.calls, self.options, self.error = 0, {}, None
+        self.models = self
+
+    def with_options(self, **options):
+        self.options = options
+        return self
+
+    def list(self):
+        self.calls += 1
+        if self.error:
+            raise self.error
+
+
+def test_the_check_is_cached_without_retries_and_with_a_short_timeout(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("flaskapp.health.time.monotonic", lambda: clock[0])
+    client, readiness = FakeClient(), Readiness(cache_seconds=5.0, timeout=2.0)
+    assert [readiness.check(client) for _ in range(10)] == [None] * 10
+    assert client.calls == 1 and client.options == {"max_retries": 0, "timeout": 2.0}
+    client.error = openai.APIConnectionError(request=None)  # type: ignore[arg-type]
+    clock[0] += 4.9
+    assert readiness.check(client) is None and client.calls == 1  # still the cached answer
+    clock[0] += 0.2
+    assert readiness.check(client) == "The model server could not be reached." and client.calls == 2
+
+
+@pytest.mark.parametrize("status, shown", [(401, "credentials"), (503, "unavailable (503)")])
+def test_an_upstream_refusal_is_described_never_quoted(status, shown):
+    import httpx2
+
+    request = httpx2.Request("GET", "http://upstream/v1/models")
+    response = httpx2.Response(status, request=request, json={"error": {"message": f"key {SECRET_KEY[:8]}..."}})
+    client = FakeClient()
+    client.error = openai.APIStatusError("refused", response=response, body=None)
+    problem = Readiness(cache_seconds=5.0, timeout=2.0).check(client)
+    assert shown in problem and SECRET_KEY[:8] not in problem
