@@ -9,7 +9,8 @@
         ├── UpstreamUnavailable 503 upstream_unavailable: connection refused or reset
         └── UpstreamTimeout     504 upstream_timeout: no answer, first token or next chunk in time
 
-`from_openai()` maps the `openai` client's exceptions onto this tree. Upstream messages
+`from_status()` maps upstream HTTP statuses onto this tree, `from_openai()` the `openai`
+client's exceptions. Upstream messages
 are never passed on verbatim: an upstream 401 message quotes part of the API key.
 """
 from __future__ import annotations
@@ -64,6 +65,20 @@ class UpstreamTimeout(UpstreamError):
     status, type = 504, "upstream_timeout"
 
 
+def from_status(status: int, retry_after: str | None = None) -> UpstreamError:
+    """The error to answer with when the upstream answered with this HTTP status."""
+    if status == 429:
+        return UpstreamRateLimited("The model server is rate limiting requests; retry later.",
+                                   retry_after=retry_after)
+    if status in (401, 403):
+        return UpstreamError("The model server rejected this service's credentials.")
+    if status in (400, 404, 422):
+        return UpstreamError(f"The model server rejected the request ({status}).")
+    if status in (502, 503, 504):
+        return UpstreamUnavailable(f"The model server is unavailable ({status}).")
+    return UpstreamError(f"The model server failed ({status}).")
+
+
 def from_openai(exc: openai.OpenAIError) -> UpstreamError:
     """The error to answer with when the `openai` client raised `exc`."""
     if isinstance(exc, openai.APITimeoutError):
@@ -71,17 +86,7 @@ def from_openai(exc: openai.OpenAIError) -> UpstreamError:
     if isinstance(exc, openai.APIConnectionError):
         return UpstreamUnavailable("The model server could not be reached.")
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        if status == 429:
-            return UpstreamRateLimited("The model server is rate limiting requests; retry later.",
-                                       retry_after=exc.response.headers.get("retry-after"))
-        if status in (401, 403):
-            return UpstreamError("The model server rejected this service's credentials.")
-        if status in (400, 404, 422):
-            return UpstreamError(f"The model server rejected the request ({status}).")
-        if status in (502, 503, 504):
-            return UpstreamUnavailable(f"The model server is unavailable ({status}).")
-        return UpstreamError(f"The model server failed ({status}).")
+        return from_status(exc.status_code, exc.response.headers.get("retry-after"))
     return UpstreamError("The model server sent a response that could not be read.")
 
 

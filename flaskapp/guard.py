@@ -35,6 +35,7 @@ def _gevent_active() -> bool:
 class Guard:
     """The no-op guard: used where no client socket can be watched."""
 
+    active = False  # whether deadlines and departures are enforced at all
     gone = False
     waiting = False
     deadline = float("inf")
@@ -44,6 +45,8 @@ class Guard:
 
 
 class SocketGuard(Guard):
+    active = True
+
     def __init__(self, client: Any, deadline: float) -> None:
         import gevent
 

@@ -17,9 +17,9 @@ from typing import Any, Callable, Iterator
 from .chunks import sse_event, text_of
 from .errors import ApiError, ClientClosedRequest, UpstreamError
 from .guard import ClientGone, Guard, guard_for
-from .params import ChatParams
 from .requestlog import CLIENT_DISCONNECTED, COMPLETED, UPSTREAM_ERROR, RequestRecord
-from .upstream import ChatStream, Upstream
+from .chatstream import ChatStream
+from .upstream import Upstream
 
 Encoder = Callable[[list[bytes]], bytes]
 

@@ -35,11 +35,13 @@ def _poll() -> "select.poll":
 READ_SIZE = 65536
 MAX_HEAD = 65536
 
+Origin = tuple[str, str, int]  # scheme, host, port
+
 
 class _Connection:
     __slots__ = ("sock", "origin", "buffer", "reused")
 
-    def __init__(self, sock: socket.socket, origin: tuple[str, str, int]) -> None:
+    def __init__(self, sock: socket.socket, origin: Origin) -> None:
         self.sock, self.origin, self.buffer, self.reused = sock, origin, b"", False
 
     def alive(self) -> bool:
@@ -60,18 +62,28 @@ class _Connection:
 
 class LeanTransport(httpx2.BaseTransport):
     def __init__(self, max_idle_per_origin: int = 1000, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
+        self._idle: dict[Origin, deque[_Connection]] = {}
         self._max_idle = max_idle_per_origin
         self._ssl_context = ssl_context
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        """httpx's transport interface, for the `openai` client's own requests."""
         url = request.url
         if url.scheme not in ("http", "https"):
             raise httpx2.UnsupportedProtocol(f"unsupported scheme {url.scheme!r}", request=request)
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        timeouts = request.extensions.get("timeout", {})
-        head = self._head(request)
-        body = request.read()
+        status, reason, headers, body = self.send(
+            origin, self._head(request), request.read(), request.extensions.get("timeout", {}),
+            head_only=request.method == "HEAD", request=request)
+        return httpx2.Response(status, headers=headers, stream=body, request=request,
+                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+
+    def send(self, origin: Origin, head: bytes, body: bytes, timeouts: dict, head_only: bool = False,
+             request: httpx2.Request | None = None) -> tuple[int, bytes, list[tuple[bytes, bytes]], "Body"]:
+        """Send one request (head and body bytes); return the response head and its body stream.
+
+        Raises httpx's transport exceptions, so callers handle one family of errors.
+        """
         while True:
             connection = self._checkout(origin)
             fresh = connection is None
@@ -99,9 +111,7 @@ class LeanTransport(httpx2.BaseTransport):
             except BaseException:
                 connection.close()
                 raise
-        stream = _Body(self, connection, headers, request, head_only=request.method == "HEAD" or status in (204, 304))
-        return httpx2.Response(status, headers=headers, stream=stream, request=request,
-                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+        return status, reason, headers, Body(self, connection, headers, request, head_only or status in (204, 304))
 
     def close(self) -> None:
         for connections in self._idle.values():
@@ -109,7 +119,7 @@ class LeanTransport(httpx2.BaseTransport):
                 connections.pop().close()
 
     # -- connections ---------------------------------------------------------
-    def _checkout(self, origin: tuple[str, str, int]) -> _Connection | None:
+    def _checkout(self, origin: Origin) -> _Connection | None:
         connections = self._idle.get(origin)
         while connections:
             connection = connections.pop()  # the most recently used: least likely to have timed out
@@ -126,7 +136,7 @@ class LeanTransport(httpx2.BaseTransport):
         else:
             connections.append(connection)
 
-    def _connect(self, origin: tuple[str, str, int], timeouts: dict, request: httpx2.Request) -> _Connection:
+    def _connect(self, origin: Origin, timeouts: dict, request: httpx2.Request | None) -> _Connection:
         scheme, host, port = origin
         try:
             sock = socket.create_connection((host, port), timeout=timeouts.get("connect"))
@@ -150,7 +160,8 @@ class LeanTransport(httpx2.BaseTransport):
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
     @staticmethod
-    def _read_head(connection: _Connection, request: httpx2.Request) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    def _read_head(connection: _Connection,
+                   request: httpx2.Request | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         data = b""
         while (end := data.find(b"\r\n\r\n")) < 0:
             if len(data) > MAX_HEAD:
@@ -177,11 +188,11 @@ class _StaleConnection(Exception):
     """A reused connection was closed by the server before answering."""
 
 
-class _Body(httpx2.SyncByteStream):
+class Body(httpx2.SyncByteStream):
     """The response body: each socket read becomes one piece, chunked framing removed."""
 
     def __init__(self, transport: LeanTransport, connection: _Connection, headers: list[tuple[bytes, bytes]],
-                 request: httpx2.Request, head_only: bool) -> None:
+                 request: httpx2.Request | None, head_only: bool) -> None:
         self._transport, self._connection, self._request = transport, connection, request
         self._complete = head_only
         self._chunked = self._length = None

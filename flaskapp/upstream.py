@@ -1,10 +1,19 @@
-"""The model server, through the official `openai` client. Knows nothing of Flask.
+"""The model server, behind one small interface. Knows nothing of Flask.
 
 `Upstream.complete()` makes a blocking call; `Upstream.open_stream()` opens a
 streaming one and returns a `ChatStream` once the upstream has answered with a
 status, so failures before the first byte surface as exceptions, not as a broken
 200. Both take the request's `Guard`, which may interrupt them when the client
 leaves or the upstream goes silent.
+
+The official `openai` client is the source of truth: it reads OPENAI_API_KEY,
+OPENAI_BASE_URL, OPENAI_ORG_ID and OPENAI_PROJECT_ID as its users expect, and its
+headers are the ones sent. On the default (`lean`) path the request those headers
+make is composed once per process and sent over `LeanTransport`: the client's own
+per-call machinery (option models, URL and header merging, the httpx request)
+costs more CPU than relaying a whole answer, and it runs once per request. The
+`httpx` path sends every request through `client.post()` instead, for what the lean
+path leaves out: proxies, HTTP/2, credentials that change while the process runs.
 
 The client is made lazily per process: gunicorn forks workers after loading the
 config, and a connection pool must never be shared across a fork.
@@ -13,21 +22,20 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import httpx2
 import openai
 
-from .chunks import ChunkParser, MalformedChunk
-from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, from_openai
-from .guard import ClientGone, Guard, UpstreamSilent
+from .chatstream import ChatStream
+from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, from_openai, from_status
+from .guard import Guard, UpstreamSilent
 from .params import ChatParams
-from .transport import LeanTransport
+from .transport import Body, LeanTransport, Origin
 
-# Through the client's own `post()`: its auth, retries and error mapping, without the
-# per-call argument transformation of `chat.completions.create()` (half a millisecond).
 CHAT_COMPLETIONS = "/chat/completions"
 
 
@@ -39,7 +47,7 @@ class UpstreamSettings:
     request_timeout: float = 600.0
     max_retries: int = 2
     max_connections: int = 10_000
-    transport: str = "lean"  # or "httpx": httpx's own transport (proxies, HTTP/2)
+    transport: str = "lean"  # or "httpx": every request through client.post() and httpx
 
     @classmethod
     def from_config(cls, config: Any) -> "UpstreamSettings":
@@ -61,55 +69,134 @@ class Upstream:
         self._client_options = client_options  # e.g. api_key, base_url, http_client (tests)
         self._client: openai.OpenAI | None = None
         self._pid = 0
+        self._transport: LeanTransport | None = None
+        self._endpoint: tuple[Origin, bytes] | None = None
 
     @property
     def client(self) -> openai.OpenAI:
         if self._client is None or self._pid != os.getpid():
             options = dict(self._client_options)
-            if "http_client" not in options and self.settings.transport == "lean":
-                options["http_client"] = openai.DefaultHttpxClient(
-                    transport=LeanTransport(max_idle_per_origin=self.settings.max_connections))
-            elif "http_client" not in options:
-                options["http_client"] = openai.DefaultHttpxClient(limits=httpx2.Limits(
-                    max_connections=self.settings.max_connections, max_keepalive_connections=1000))
+            options.setdefault("http_client", openai.DefaultHttpxClient(limits=httpx2.Limits(
+                max_connections=self.settings.max_connections, max_keepalive_connections=1000)))
             self._client = openai.OpenAI(max_retries=self.settings.max_retries, **options)
+            self._transport = LeanTransport(max_idle_per_origin=self.settings.max_connections)
+            self._endpoint = None
             self._pid = os.getpid()
         return self._client
 
     @property
-    def base_url(self) -> str:
-        return str(self.client.base_url)
+    def _lean(self) -> bool:
+        return self.settings.transport == "lean" and "http_client" not in self._client_options
 
     def complete(self, body: dict[str, Any], guard: Guard) -> bytes:
         """The upstream's JSON answer to a blocking call, as the bytes it sent."""
         s = self.settings
-        timeout = httpx2.Timeout(s.request_timeout, connect=s.connect_timeout)
+        if not self._lean:
+            return self._post(body, guard, httpx2.Timeout(s.request_timeout, connect=s.connect_timeout))
+        response = self._send(body, guard, s.request_timeout, time.monotonic() + s.request_timeout)
+        guard.waiting = True
+        try:
+            return b"".join(response)
+        except httpx2.TimeoutException:
+            raise UpstreamTimeout("The model server did not answer in time.") from None
+        except httpx2.TransportError:
+            raise UpstreamUnavailable("The model server dropped the connection.") from None
+        finally:
+            guard.waiting = False
+            response.close()
+
+    def open_stream(self, body: dict[str, Any], guard: Guard) -> ChatStream:
+        s = self.settings
+        body = {**body, "stream": True}
+        # The guard, when active, enforces the first-token and idle deadlines precisely;
+        # the socket's read timeout is the backstop where it cannot.
+        backstop = max(s.first_token_timeout, s.idle_timeout)
+        try:
+            if self._lean:
+                response = self._send(body, guard, None if guard.active else backstop, guard.deadline)
+                reads, close = iter(response), response.close
+            else:
+                response = self._post(body, guard, httpx2.Timeout(backstop, connect=s.connect_timeout), True)
+                reads, close = response.iter_bytes(), response.close
+        except UpstreamSilent:
+            raise UpstreamTimeout(f"The model server sent nothing within {s.first_token_timeout:g} s.") from None
+        return ChatStream(reads, close, guard, s.first_token_timeout, s.idle_timeout)
+
+    # -- the httpx path: everything through the client ------------------------
+    def _post(self, body: dict[str, Any], guard: Guard, timeout: httpx2.Timeout, stream: bool = False) -> Any:
         guard.waiting = True
         try:
             response = self.client.post(CHAT_COMPLETIONS, body=body, cast_to=httpx2.Response,
-                                        options={"timeout": timeout})
-            return response.content
+                                        stream=stream, options={"timeout": timeout})
+            return response if stream else response.content
         except openai.OpenAIError as exc:
             raise from_openai(exc) from None
         finally:
             guard.waiting = False
 
-    def open_stream(self, body: dict[str, Any], guard: Guard) -> "ChatStream":
+    # -- the lean path ------------------------------------------------------
+    def _request_head(self) -> tuple[Origin, bytes]:
+        """The request line and the client's headers, composed once per process."""
+        client = self.client
+        if self._endpoint is None:
+            url = client.base_url
+            target = url.path.rstrip("/") + CHAT_COMPLETIONS + (f"?{url.query.decode()}" if url.query else "")
+            headers = {**client.default_headers, **client.auth_headers}
+            lines = [f"POST {target} HTTP/1.1", f"Host: {url.netloc.decode()}", "Connection: keep-alive"]
+            lines += [f"{name}: {value}" for name, value in headers.items() if isinstance(value, str)]
+            origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+            self._endpoint = origin, ("\r\n".join(lines) + "\r\n").encode("latin-1")
+        return self._endpoint
+
+    def _send(self, body: dict[str, Any], guard: Guard, read_timeout: float | None, deadline: float) -> Body:
+        """POST the body; retry where safe — before any answer, on connection errors, 429 and 5xx."""
         s = self.settings
-        # The client's read timeout is the backstop; the guard enforces the finer deadlines.
-        timeout = httpx2.Timeout(max(s.first_token_timeout, s.idle_timeout), connect=s.connect_timeout)
-        guard.waiting = True
-        try:
-            response = self.client.post(CHAT_COMPLETIONS, body={**body, "stream": True}, cast_to=httpx2.Response,
-                                        stream=True, options={"timeout": timeout})
-        except openai.OpenAIError as exc:
-            raise from_openai(exc) from None
-        except UpstreamSilent:
-            raise UpstreamTimeout(
-                f"The model server sent nothing within {s.first_token_timeout:g} s.") from None
-        finally:
-            guard.waiting = False
-        return ChatStream(response, guard, s)
+        origin, head = self._request_head()
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        request = head + b"Content-Length: %d\r\n\r\n" % len(payload)
+        timeouts = {"connect": s.connect_timeout, "write": s.connect_timeout, "read": read_timeout}
+        attempt = 0
+        while True:
+            guard.waiting = True
+            try:
+                status, _, headers, response = self._transport.send(origin, request, payload, timeouts)
+                if status < 400:
+                    return response
+                response.close()
+                error = from_status(status, _header(headers, b"retry-after"))
+                retryable = status == 429 or status >= 500
+            except httpx2.TimeoutException:
+                raise UpstreamTimeout("The model server did not answer in time.") from None
+            except httpx2.TransportError:
+                error, retryable = UpstreamUnavailable("The model server could not be reached."), True
+            finally:
+                guard.waiting = False
+            delay = _backoff(attempt, error.retry_after)
+            if not retryable or attempt >= s.max_retries or time.monotonic() + delay > deadline:
+                raise error
+            attempt += 1
+            guard.waiting = True  # a client leaving during the pause ends it too
+            try:
+                time.sleep(delay)
+            finally:
+                guard.waiting = False
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _backoff(attempt: int, retry_after: str | None) -> float:
+    """Seconds before retry number `attempt + 1`: the server's Retry-After, else exponential with jitter."""
+    try:
+        if retry_after is not None and 0 <= float(retry_after) <= 60:
+            return float(retry_after)
+    except ValueError:
+        pass
+    return min(0.5 * 2 ** attempt, 8.0) * (1 - 0.25 * random.random())
 
 
 def chat_body(params: ChatParams, stream: bool = False) -> dict[str, Any]:
@@ -131,67 +218,3 @@ def parse_completion(body: bytes) -> Completion:
         return Completion(choice["message"]["content"] or "", choice.get("finish_reason"), data.get("usage"))
     except (ValueError, KeyError, IndexError, TypeError):
         raise UpstreamError("The model server sent a response that could not be read.") from None
-
-
-class ChatStream:
-    """An open upstream stream. Iterate it for lists of content literals, one list per read."""
-
-    def __init__(self, response: httpx2.Response, guard: Guard, settings: UpstreamSettings) -> None:
-        self.response = response
-        self.parser = ChunkParser()
-        self._guard = guard
-        self._settings = settings
-
-    def close(self) -> None:
-        self.response.close()
-
-    def __iter__(self) -> Iterator[list[bytes]]:
-        """Content literals, one list per upstream read that completed any."""
-        for _, pieces in self._reads():
-            if pieces:
-                yield pieces
-
-    def raw(self) -> Iterator[bytes]:
-        """The upstream's bytes as they arrive, checked on the way through."""
-        for data, _ in self._reads():
-            yield data
-
-    def _reads(self) -> Iterator[tuple[bytes, list[bytes]]]:
-        guard, parser, idle = self._guard, self.parser, self._settings.idle_timeout
-        reads = self.response.iter_bytes()
-        started = False  # until the first read, the guard holds the first-token deadline
-        try:
-            while True:
-                if guard.gone:
-                    raise ClientGone()
-                if started:
-                    guard.deadline = time.monotonic() + idle
-                guard.waiting = True
-                try:
-                    data = next(reads)
-                except StopIteration:
-                    break
-                finally:
-                    guard.waiting = False
-                started = True
-                pieces = parser.feed(data)
-                if parser.error is not None:
-                    raise UpstreamError(_error_message(parser.error))
-                yield data, pieces
-        except UpstreamSilent:
-            what = "the next chunk" if started else "the first token"
-            limit = self._settings.idle_timeout if started else self._settings.first_token_timeout
-            raise UpstreamTimeout(f"The model server sent {what} after more than {limit:g} s.") from None
-        except MalformedChunk as exc:
-            raise UpstreamError(f"The model server sent a malformed event ({exc}).") from None
-        except httpx2.TimeoutException:
-            raise UpstreamTimeout("The model server stopped sending.") from None
-        except httpx2.TransportError:
-            raise UpstreamUnavailable("The model server dropped the stream.") from None
-        if not parser.complete:
-            raise UpstreamError("The model server ended the stream before the answer was complete.")
-
-
-def _error_message(error: dict) -> str:
-    kind = str(error.get("type") or error.get("code") or "error")[:60]
-    return f"The model server failed mid-stream ({kind})."

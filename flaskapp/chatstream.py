@@ -1,0 +1,71 @@
+"""An open upstream chat-completions stream: its bytes, checked, as content or as they came."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+import httpx2
+
+from .chunks import ChunkParser, MalformedChunk
+from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from .guard import ClientGone, Guard, UpstreamSilent
+
+
+class ChatStream:
+    """Iterate it for lists of content literals (one list per read), or `raw()` for the bytes."""
+
+    def __init__(self, reads: Iterator[bytes], close: Callable[[], None], guard: Guard,
+                 first_token_timeout: float, idle_timeout: float) -> None:
+        self.parser = ChunkParser()
+        self.close = close
+        self._reads_from, self._guard = reads, guard
+        self._first_token_timeout, self._idle_timeout = first_token_timeout, idle_timeout
+
+    def __iter__(self) -> Iterator[list[bytes]]:
+        for _, pieces in self._reads():
+            if pieces:
+                yield pieces
+
+    def raw(self) -> Iterator[bytes]:
+        """The upstream's bytes as they arrive, checked on the way through."""
+        for data, _ in self._reads():
+            yield data
+
+    def _reads(self) -> Iterator[tuple[bytes, list[bytes]]]:
+        guard, parser, idle, reads = self._guard, self.parser, self._idle_timeout, self._reads_from
+        started = False  # until the first read, the guard holds the first-token deadline
+        try:
+            while True:
+                if guard.gone:
+                    raise ClientGone()
+                if started:
+                    guard.deadline = time.monotonic() + idle
+                guard.waiting = True
+                try:
+                    data = next(reads)
+                except StopIteration:
+                    break
+                finally:
+                    guard.waiting = False
+                started = True
+                pieces = parser.feed(data)
+                if parser.error is not None:
+                    raise UpstreamError(_error_message(parser.error))
+                yield data, pieces
+        except UpstreamSilent:
+            what = "the next chunk" if started else "the first token"
+            limit = idle if started else self._first_token_timeout
+            raise UpstreamTimeout(f"The model server sent {what} after more than {limit:g} s.") from None
+        except MalformedChunk as exc:
+            raise UpstreamError(f"The model server sent a malformed event ({exc}).") from None
+        except httpx2.TimeoutException:
+            raise UpstreamTimeout("The model server stopped sending.") from None
+        except httpx2.TransportError:
+            raise UpstreamUnavailable("The model server dropped the stream.") from None
+        if not parser.complete:
+            raise UpstreamError("The model server ended the stream before the answer was complete.")
+
+
+def _error_message(error: dict) -> str:
+    kind = str(error.get("type") or error.get("code") or "error")[:60]
+    return f"The model server failed mid-stream ({kind})."
