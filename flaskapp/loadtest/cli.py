@@ -93,7 +93,7 @@ def build_experiment_parser(prog: str = "python -m flaskapp.loadtest experiment"
                        help="Requests per cell are rounds x concurrency (default: %(default)s).")
     cells.add_argument("--min-requests", type=int, default=3,
                        help="But never fewer than this many requests per cell (default: %(default)s).")
-    cells.add_argument("--cell-time-limit", type=float, default=20.0,
+    cells.add_argument("--cell-time-limit", type=float, default=15.0,
                        help="Seconds after which a cell is ended and reported as timed out (default: %(default)s).")
     cells.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                        help="A setting for gunicorn and the app, such as FLASKAPP_MAX_INFLIGHT=5000; repeat "

@@ -51,7 +51,7 @@ class ExperimentConfig:
     concurrency: tuple[int, ...] = (1, 10, 100, 500)
     rounds: int = 1  # requests per cell = max(rounds x concurrency, min_requests)
     min_requests: int = 3
-    cell_time_limit: float = 20.0
+    cell_time_limit: float = 15.0
     ttft: float = 0.5
     tokens_per_second: float = 50.0
     tokens: int = 100
