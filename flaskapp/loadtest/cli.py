@@ -170,8 +170,8 @@ def experiment_main(argv: list[str] | None = None, prog: str | None = None) -> i
     server_env = dict(item.partition("=")[::2] for item in args.server_env)
     if args.api_key:
         server_env.setdefault("FLASKAPP_API_KEYS", args.api_key)
-    command = " ".join(shlex.quote(a) for a in [prog or "python -m flaskapp.loadtest experiment",
-                                                 *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join([prog or "python -m flaskapp.loadtest experiment",
+                        *(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))])
     config = ExperimentConfig(out=args.out, setups=setups, kinds=kinds, concurrency=args.concurrency,
                               rounds=args.rounds, min_requests=args.min_requests,
                               cell_time_limit=args.cell_time_limit, ttft=args.ttft,
