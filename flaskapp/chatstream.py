@@ -22,16 +22,14 @@ class ChatStream:
         self._first_token_timeout, self._idle_timeout = first_token_timeout, idle_timeout
 
     def __iter__(self) -> Iterator[list[bytes]]:
-        for _, pieces in self._reads():
-            if pieces:
-                yield pieces
+        return self._reads(raw=False)
 
     def raw(self) -> Iterator[bytes]:
         """The upstream's bytes as they arrive, checked on the way through."""
-        for data, _ in self._reads():
-            yield data
+        return self._reads(raw=True)
 
-    def _reads(self) -> Iterator[tuple[bytes, list[bytes]]]:
+    def _reads(self, raw: bool) -> Iterator:
+        # One generator for both outputs: this loop runs once per upstream read.
         guard, parser, idle, reads = self._guard, self.parser, self._idle_timeout, self._reads_from
         started = False  # until the first read, the guard holds the first-token deadline
         try:
@@ -51,7 +49,10 @@ class ChatStream:
                 pieces = parser.feed(data)
                 if parser.error is not None:
                     raise UpstreamError(_error_message(parser.error))
-                yield data, pieces
+                if raw:
+                    yield data
+                elif pieces:
+                    yield pieces
         except UpstreamSilent:
             what = "the next chunk" if started else "the first token"
             limit = idle if started else self._first_token_timeout

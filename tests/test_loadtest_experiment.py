@@ -6,7 +6,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from flaskapp.loadtest.cli import experiment_command, loadtest_command, main
+from flaskapp.cli import experiment_command, loadtest_command
+from flaskapp.loadtest.cli import main
 from flaskapp.loadtest.experiment import Setup
 from servers import start_emulator
 

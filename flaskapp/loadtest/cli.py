@@ -14,7 +14,6 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-import click
 
 from .client import KINDS, Target
 
@@ -198,20 +197,3 @@ def main(argv: list[str] | None = None) -> int:
               "Each takes --help.")
         return 0
     return run_main(argv)
-
-
-_PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
-
-
-@click.command("loadtest", context_settings=_PASS_THROUGH, add_help_option=False)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def loadtest_command(args: tuple[str, ...]) -> None:
-    """Load-test the blocking and streaming views (see --help)."""
-    sys.exit(run_main(list(args), prog="flask loadtest"))
-
-
-@click.command("experiment", context_settings=_PASS_THROUGH, add_help_option=False)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def experiment_command(args: tuple[str, ...]) -> None:
-    """Run the blocking-vs-streaming experiment and write a report (see --help)."""
-    sys.exit(experiment_main(list(args), prog="flask experiment"))
