@@ -113,6 +113,6 @@ def test_max_requests_with_jitter_recycles_workers_without_cutting_a_stream(tmp_
         assert all(r.status == 200 and r.complete for r in results)
         stats = emulator.stats()
         assert stats["streams_completed"] == 32 and stats["streams_aborted"] == 0
-        assert server.log().count("Autorestarting worker") >= 3  # workers really were recycled
+        assert server.log().count("Autorestarting worker") >= 2  # workers really were recycled
     finally:
         server.stop()
