@@ -1,12 +1,16 @@
 """Probes: /healthz always answers; /readyz answers 200 only while the upstream does, checked briefly cached."""
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import openai
 import pytest
 
 from flaskapp import create_app
 from flaskapp.health import Readiness
-from servers import SECRET_KEY, start_emulator
+from servers import SECRET_KEY
 
 
 def make_app(base_url: str, **settings):
@@ -14,21 +18,38 @@ def make_app(base_url: str, **settings):
         "api_key": SECRET_KEY, "base_url": base_url}, **settings})
 
 
-def test_ready_while_the_upstream_answers_and_not_once_it_is_gone(tmp_path):
-    emulator = start_emulator(tmp_path)
-    client = make_app(emulator.base_url, READY_CACHE_SECONDS=0.01).test_client()
+class ModelList(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps({"object": "list", "data": []}).encode()
+        self.send_response(200 if self.path == "/v1/models" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_ready_while_the_upstream_answers_and_not_once_it_hangs():
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), ModelList)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    base_url = f"http://127.0.0.1:{upstream.server_address[1]}/v1"
+    client = make_app(base_url, READY_CACHE_SECONDS=0.01, READY_TIMEOUT=0.3).test_client()
     try:
         response = client.get("/readyz")
         assert response.status_code == 200 and response.get_json() == {"status": "ready"}
         assert response.headers["Cache-Control"] == "no-store"
-        assert client.get("/healthz").status_code == 200
+        # Stop answering but keep the port: connections are taken, nothing is said.
+        upstream.shutdown()
+        response = client.get("/readyz")
+        assert response.status_code == 503 and response.headers["Cache-Control"] == "no-store"
+        error = response.get_json()["error"]
+        assert error["type"] == "upstream_unavailable"
+        assert error["message"] == "Not ready: The model server did not answer in time."
+        assert client.get("/healthz").status_code == 200  # liveness never depends on the upstream
     finally:
-        emulator.stop()
-    response = client.get("/readyz")
-    assert response.status_code == 503
-    error = response.get_json()["error"]
-    assert error["type"] == "upstream_unavailable" and error["message"].startswith("Not ready:")
-    assert client.get("/healthz").status_code == 200  # liveness never depends on the upstream
+        upstream.server_close()
 
 
 def test_not_ready_when_nothing_listens():
