@@ -112,6 +112,18 @@ def init_app(app: Flask) -> None:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
+    try:  # gunicorn parses a chunked body only as the view reads it, and raises from there
+        from gunicorn.http.errors import NoMoreData, ParseException
+    except ImportError:
+        pass
+    else:
+        @app.errorhandler(ParseException)
+        @app.errorhandler(NoMoreData)
+        def malformed_body(exc: Exception) -> Response:
+            # The client's framing is broken (bad chunk size, missing terminator, body cut
+            # short): a 400, not a bug of ours to log with a traceback.
+            return error_response(InvalidRequest("The request body is malformed HTTP (bad chunked encoding)."))
+
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         # A bug: log it for us, never show the traceback to the caller.
