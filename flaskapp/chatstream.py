@@ -10,6 +10,14 @@ from .chunks import ChunkParser, MalformedChunk
 from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from .guard import ClientGone, Guard, UpstreamSilent
 
+FAIR_SLICE = 0.001  # seconds a stream may relay without the event loop turning
+
+
+def _yield_to_others() -> None:
+    import gevent
+
+    gevent.sleep(0)
+
 
 class ChatStream:
     """Iterate it for lists of content literals (one list per read), or `raw()` for the bytes."""
@@ -31,13 +39,24 @@ class ChatStream:
     def _reads(self, raw: bool) -> Iterator:
         # One generator for both outputs: this loop runs once per upstream read.
         guard, parser, idle, reads = self._guard, self.parser, self._idle_timeout, self._reads_from
+        loop, last_iteration, running_since = guard.loop, -1, 0.0
         started = False  # until the first read, the guard holds the first-token deadline
         try:
             while True:
                 if guard.gone:
                     raise ClientGone()
+                now = time.monotonic()
                 if started:
-                    guard.deadline = time.monotonic() + idle
+                    guard.deadline = now + idle
+                if loop is not None:
+                    # gevent switches only when a greenlet would block. An upstream that always
+                    # has data ready would keep this one running and starve every other request
+                    # on the worker, so past a time slice without the event loop turning, yield.
+                    if loop.iteration != last_iteration:
+                        last_iteration, running_since = loop.iteration, now
+                    elif now - running_since > FAIR_SLICE:
+                        _yield_to_others()
+                        last_iteration, running_since = loop.iteration, time.monotonic()
                 guard.waiting = True
                 try:
                     data = next(reads)

@@ -36,6 +36,7 @@ class Guard:
     """The no-op guard: used where no client socket can be watched."""
 
     active = False  # whether deadlines and departures are enforced at all
+    loop = None  # gevent's event loop, for the relay's fairness check
     gone = False
     waiting = False
     deadline = float("inf")
@@ -57,6 +58,7 @@ class SocketGuard(Guard):
         self._client = client
         self._target = gevent.getcurrent()
         self._hub = gevent.get_hub()
+        self.loop = self._hub.loop
         self._watcher = gevent.spawn(self._watch)
 
     def close(self) -> None:

@@ -32,7 +32,7 @@ def _poll() -> "select.poll":
     poll = monkey.get_original("select", "poll") if monkey else select.poll
     return poll()
 
-READ_SIZE = 65536
+READ_SIZE = 16384  # bytes per read: larger batches more tokens per write, smaller keeps turns short
 MAX_HEAD = 65536
 
 Origin = tuple[str, str, int]  # scheme, host, port
