@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "FIRST_TOKEN_TIMEOUT": 60.0,  # seconds from request to the first streamed token
     "IDLE_TIMEOUT": 60.0,  # longest silence between two streamed chunks
     "REQUEST_TIMEOUT": 600.0,  # whole blocking call
-    "MAX_RETRIES": 2,  # upstream retries before the first byte (the openai client's own)
+    "MAX_RETRIES": 2,  # upstream retries before the first byte (connection errors, 429, 5xx)
     "UPSTREAM_MAX_CONNECTIONS": 10_000,  # per worker; one per concurrent stream
     "UPSTREAM_TRANSPORT": "lean",  # "httpx" for httpx's own transport (proxies, HTTP/2)
     # Reliability: concurrent upstream calls per worker before 503 + Retry-After (0: no cap).
@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "CORS_ORIGINS": "",  # comma-separated origins allowed to call from browsers; empty: CORS off
     "READY_CACHE_SECONDS": 5.0,  # how long /readyz reuses its last upstream check
     "READY_TIMEOUT": 2.0,  # seconds /readyz waits for the upstream's model list
+    "DEMO_MAX_CONCURRENCY": 20,  # most requests of each kind the /demo page may fire at once
 }
 
 
@@ -145,6 +146,7 @@ _CASTS: dict[str, Callable[[Any], Any]] = {
     "MAX_RETRIES": _non_negative_int,
     "UPSTREAM_MAX_CONNECTIONS": _positive(int),
     "UPSTREAM_TRANSPORT": _choice("lean", "httpx"),
+    "DEMO_MAX_CONCURRENCY": _positive(int),
     "MAX_INFLIGHT": _non_negative_int,
     "API_KEYS": _api_keys,
     "RATE_LIMIT": _rate_limit,
