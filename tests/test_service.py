@@ -200,3 +200,21 @@ def test_logs_say_what_happened_and_hold_no_secret(server, emulator):
     assert {"completed", "client_disconnected", "upstream_error", "rejected"} <= {l["outcome"] for l in lines}
     assert SECRET_KEY not in log
     assert "monkey-patching ssl" not in log.lower() and "Traceback" not in log
+
+
+def test_the_httpx_transport_also_streams_concurrently(tmp_path, emulator):
+    """FLASKAPP_UPSTREAM_TRANSPORT=httpx: every request through client.post() and httpx's pool,
+    whose sockets gevent has patched: streams must still overlap, not queue."""
+    from servers import start_gunicorn, upstream_env
+
+    server = start_gunicorn(tmp_path, upstream_env(emulator, upstream_transport="httpx", max_retries=0))
+    try:
+        with ThreadPoolExecutor(50) as pool:
+            results = list(pool.map(lambda i: stream(f"{server.url}/stream?prompt=h{i}&max_tokens=20"), range(50)))
+        assert all(r.status == 200 and r.complete for r in results)
+        whole = emulator.settings["ttft"] + 20 / emulator.settings["tokens_per_second"]
+        assert max(r.first_byte for r in results) < whole * 5  # 50 in a row would take 50 × whole
+        _, _, blocking = request("GET", f"{server.url}/?prompt=h0&max_tokens=20")
+        assert blocking == results[0].body
+    finally:
+        server.stop()
