@@ -5,24 +5,16 @@ import logging
 
 import pytest
 
-from flaskapp import auth, create_app
+from flaskapp import auth
 from flaskapp.config import ConfigError
+from gateway import bearer, make_app
 
 KEYS = ("gw-key-alpha-0123456789", "gw-key-beta-9876543210")
-
-
-def make_app(**settings):
-    return create_app({"TESTING": True, "MAX_RETRIES": 0, "UPSTREAM_CLIENT_OPTIONS": {
-        "api_key": "sk-upstream", "base_url": "http://127.0.0.1:9/v1"}, **settings})
 
 
 @pytest.fixture
 def client():
     return make_app(API_KEYS=",".join(KEYS)).test_client()
-
-
-def bearer(key: str) -> dict:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.mark.parametrize("headers, message", [

@@ -3,17 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from flaskapp import create_app
 from flaskapp.config import ConfigError
+from gateway import make_app
 
 ORIGIN = "https://app.example.com"
 PREFLIGHT = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
              "Access-Control-Request-Headers": "authorization, content-type"}
-
-
-def make_app(**settings):
-    return create_app({"TESTING": True, "UPSTREAM_CLIENT_OPTIONS": {
-        "api_key": "sk-upstream", "base_url": "http://127.0.0.1:9/v1"}, **settings})
 
 
 def test_off_by_default():

@@ -8,14 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import openai
 import pytest
 
-from flaskapp import create_app
 from flaskapp.health import Readiness
+from gateway import NOWHERE, make_app
 from servers import SECRET_KEY
-
-
-def make_app(base_url: str, **settings):
-    return create_app({"TESTING": True, "MAX_RETRIES": 0, "UPSTREAM_CLIENT_OPTIONS": {
-        "api_key": SECRET_KEY, "base_url": base_url}, **settings})
 
 
 class ModelList(BaseHTTPRequestHandler):
@@ -53,7 +48,7 @@ def test_ready_while_the_upstream_answers_and_not_once_it_hangs():
 
 
 def test_not_ready_when_nothing_listens():
-    response = make_app("http://127.0.0.1:9/v1").test_client().get("/readyz")
+    response = make_app(NOWHERE).test_client().get("/readyz")
     assert response.status_code == 503 and "could not be reached" in response.get_json()["error"]["message"]
 
 

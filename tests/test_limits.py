@@ -7,17 +7,8 @@ import logging
 import pytest
 from prometheus_client import REGISTRY
 
-from flaskapp import create_app
 from flaskapp.config import ConfigError
-
-
-def make_app(**settings):
-    return create_app({"TESTING": True, "MAX_RETRIES": 0, "UPSTREAM_CLIENT_OPTIONS": {
-        "api_key": "sk-upstream", "base_url": "http://127.0.0.1:9/v1"}, **settings})
-
-
-def bearer(key: str) -> dict:
-    return {"Authorization": f"Bearer {key}"}
+from gateway import bearer, make_app
 
 
 @pytest.fixture

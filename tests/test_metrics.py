@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import make_app
 from servers import Emulator, Process, raw_request, request, start_emulator, start_gunicorn, stream, upstream_env
 
 KEY = "gw-metrics-key-0123456789"
@@ -161,10 +162,7 @@ def test_without_a_directory_gunicorn_makes_one_and_removes_it_at_exit(tmp_path,
 
 
 def test_openmetrics_when_the_scraper_asks_for_it():
-    from flaskapp import create_app
-
-    client = create_app({"TESTING": True, "UPSTREAM_CLIENT_OPTIONS": {
-        "api_key": "sk-upstream", "base_url": "http://127.0.0.1:9/v1"}}).test_client()
+    client = make_app().test_client()
     client.get("/no-such-route")
     response = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")

@@ -6,15 +6,13 @@ import logging
 
 import pytest
 
-from flaskapp import create_app
 from flaskapp.requestlog import RequestRecord, request_finished, request_id_of
-from servers import SECRET_KEY
+from gateway import make_app
 
 
 @pytest.fixture
 def client(emulator):
-    return create_app({"TESTING": True, "MAX_RETRIES": 0, "UPSTREAM_CLIENT_OPTIONS": {
-        "api_key": SECRET_KEY, "base_url": emulator.base_url}}).test_client()
+    return make_app(emulator.base_url).test_client()
 
 
 @pytest.fixture
