@@ -2,10 +2,9 @@
 
 WSGI tells an application about a departed client only when it next writes, so a
 stream waiting for its first token, a stalled stream and a blocking call would keep
-the model generating (and billing) for nobody. Under gevent, a side greenlet per
-request watches the client socket and the upstream deadline, and interrupts the
-request's greenlet — only while that greenlet is waiting on the upstream, never in
-the middle of a write. Without gevent (sync and gthread workers, the test client) the
+the model generating (and billing) for nobody. Under gevent, two event-loop watchers
+per request (the client socket, a deadline timer) interrupt the request's greenlet —
+only while that greenlet is waiting on the upstream, never in the middle of a write. Without gevent (sync and gthread workers, the test client) the
 guard does nothing and the client's read timeouts are the only bound.
 
 The interruptions are BaseExceptions, like gevent.Timeout, so that the `openai`
@@ -46,7 +45,10 @@ class Guard:
 
 
 class SocketGuard(Guard):
+    """Two event-loop watchers, no greenlet: the client socket becoming readable, and a timer."""
+
     active = True
+    RECHECK = 0.05  # seconds: a deadline that passes mid-write is looked at again this soon
 
     def __init__(self, client: Any, deadline: float) -> None:
         import gevent
@@ -57,58 +59,57 @@ class SocketGuard(Guard):
         self._closed = False
         self._client = client
         self._target = gevent.getcurrent()
-        self._hub = gevent.get_hub()
-        self.loop = self._hub.loop
-        self._watcher = gevent.spawn(self._watch)
+        self.loop = gevent.get_hub().loop
+        self._readable = self.loop.io(client.fileno(), 1)
+        self._readable.start(self._on_readable)
+        self._timer = None
+        self._arm(deadline - time.monotonic())
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._watcher.kill(block=False)
+            self._readable.close()
+            if self._timer is not None:
+                self._timer.close()
 
-    def _watch(self) -> None:
-        import gevent
-        from gevent.socket import wait_read
+    def _arm(self, seconds: float) -> None:
+        if seconds > 1e6:
+            return  # no deadline: only the client is watched
+        if self._timer is not None:
+            self._timer.close()
+        self._timer = self.loop.timer(max(seconds, 0.0))
+        self._timer.start(self._on_timer)
 
-        fileno = self._client.fileno()
-        watching_client = fileno >= 0  # -1: the request is already over
-        while not self._closed:
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0 and self.waiting:
-                self._interrupt(UpstreamSilent())
-                return
-            # Past the deadline but writing to the client: look again shortly.
-            timeout = min(max(remaining, 0.05), 3600.0)
-            if not watching_client:
-                gevent.sleep(timeout)
-                continue
-            try:
-                wait_read(fileno, timeout=timeout)
-            except socket.timeout:
-                continue
-            except OSError:  # the socket was closed under us: the request is over
-                return
-            try:
-                peeked = self._client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                continue
-            except OSError:
-                peeked = b""
-            if peeked:
-                # The client sent more (a pipelined request): it is still there.
-                watching_client = False
-                continue
-            self.gone = True
-            if self.waiting:
-                self._interrupt(ClientGone())
+    def _on_timer(self) -> None:
+        if self._closed:
             return
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0 and self.waiting:
+            self._interrupt(UpstreamSilent())
+        else:
+            # The request moved the deadline on, or is writing to its client: look again then.
+            self._arm(remaining if remaining > 0 else self.RECHECK)
+
+    def _on_readable(self) -> None:
+        try:
+            peeked = self._client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            peeked = b""
+        self._readable.stop()  # either way, nothing more to learn from this socket
+        if peeked:
+            return  # the client sent more (a pipelined request): it is still there
+        self.gone = True
+        if self.waiting:
+            self._interrupt(ClientGone())
 
     def _interrupt(self, exc: BaseException) -> None:
-        # From the hub, not from here: by the time it runs the request may have moved on.
+        # From a fresh callback, not from inside a watcher's: by then the request may have moved on.
         def throw() -> None:
             if self.waiting and not self._closed:
                 self._target.throw(exc)
-        self._hub.loop.run_callback(throw)
+        self.loop.run_callback(throw)
 
 
 def guard_for(environ: dict, deadline: float) -> Guard:
