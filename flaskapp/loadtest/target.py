@@ -15,7 +15,7 @@ class Target:
     base_url: str
     prompt: str = "Write a short story about a lighthouse keeper."
     max_tokens: int | None = None
-    model: str = "gpt-4o-mini"
+    model: str = "gpt-4"  # the service's default model, always on its allow-list
     api_key: str | None = None  # sent as a bearer token; openai-* kinds send a dummy one without it
 
     def request_bytes(self, kind: str) -> bytes:
