@@ -9,7 +9,8 @@ from flask import Flask
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # Imported here, not at the top: gunicorn's master imports this package for the
-    # embedded emulator, and must not import ssl users before gevent workers patch.
+    # embedded emulator, and the openai client and its HTTP stack belong in the workers,
+    # imported after gevent has patched them.
     _hide_trio_from_gevent_workers()
     from . import (auth, cli, config, cors, demo, errors, health, limits, metrics, openai_api,
                    requestlog, views)

@@ -2,8 +2,7 @@
 
 Called by gunicorn's master (gunicorn.conf.py) before it forks workers, so every
 worker inherits the same `OPENAI_BASE_URL` and one emulator serves them all. Only the
-standard library is imported here: the master must not import ssl users before the
-gevent workers patch it.
+standard library is imported here: the emulator runs in a process of its own.
 """
 from __future__ import annotations
 

@@ -36,8 +36,10 @@ def chat_completions() -> Response:
     upstream = current_app.extensions["upstream"]
     if body.get("stream"):
         relay = Relay.open(upstream, body, request.environ, g.record, raw=True)
-        return Response(stream_with_context(relay.passthrough()),
-                        content_type="text/event-stream; charset=utf-8", headers=STREAM_HEADERS)
+        response = Response(stream_with_context(relay.passthrough()),
+                            content_type="text/event-stream; charset=utf-8", headers=STREAM_HEADERS)
+        response.call_on_close(relay.close)
+        return response
     guard = guard_for(request.environ, float("inf"))
     try:
         answer = upstream.complete(body, guard)

@@ -60,6 +60,10 @@ class Relay:
             raise
         return cls(stream, items, first, guard, record, environ)
 
+    def close(self) -> None:
+        """For the response's close: a body the server never iterated still ends the upstream call."""
+        self._finish(CLIENT_DISCONNECTED)
+
     def text(self) -> Iterator[bytes]:
         """Plain text; a failure after the first byte aborts the connection."""
         return self._relay(encode_text, self._abort_connection, None)
@@ -75,6 +79,8 @@ class Relay:
     def _relay(self, encode: Encoder | None, fail: Callable[[UpstreamError], Iterator[bytes]],
                done: Callable[[], bytes] | None) -> Iterator[bytes]:
         record = self.record
+        if record.written:
+            return  # closed before the server iterated it
         record.status = 200
         try:
             if self._first:

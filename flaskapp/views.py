@@ -52,5 +52,8 @@ def stream() -> Response:
     relay = Relay.open(current_app.extensions["upstream"], chat_body(chat, stream=True),
                        request.environ, g.record)
     if _wants_sse(chat):
-        return Response(stream_with_context(relay.sse()), content_type=SSE, headers=STREAM_HEADERS)
-    return Response(stream_with_context(relay.text()), content_type=TEXT, headers=STREAM_HEADERS)
+        response = Response(stream_with_context(relay.sse()), content_type=SSE, headers=STREAM_HEADERS)
+    else:
+        response = Response(stream_with_context(relay.text()), content_type=TEXT, headers=STREAM_HEADERS)
+    response.call_on_close(relay.close)
+    return response
