@@ -51,6 +51,7 @@ class ClientClosedRequest(ApiError):
 
 class UpstreamError(ApiError):
     status, type, outcome = 502, "upstream_error", "upstream_error"
+    retryable = False  # whether asking again, before the first byte, may succeed
 
 
 class UpstreamRateLimited(UpstreamError):
@@ -68,15 +69,24 @@ class UpstreamTimeout(UpstreamError):
 def from_status(status: int, retry_after: str | None = None) -> UpstreamError:
     """The error to answer with when the upstream answered with this HTTP status."""
     if status == 429:
-        return UpstreamRateLimited("The model server is rate limiting requests; retry later.",
-                                   retry_after=retry_after)
-    if status in (401, 403):
-        return UpstreamError("The model server rejected this service's credentials.")
-    if status in (400, 404, 422):
-        return UpstreamError(f"The model server rejected the request ({status}).")
-    if status in (502, 503, 504):
-        return UpstreamUnavailable(f"The model server is unavailable ({status}).")
-    return UpstreamError(f"The model server failed ({status}).")
+        error: UpstreamError = UpstreamRateLimited("The model server is rate limiting requests; retry later.",
+                                                   retry_after=retry_after)
+    elif status in (401, 403):
+        error = UpstreamError("The model server rejected this service's credentials.")
+    elif status in (400, 404, 422):
+        error = UpstreamError(f"The model server rejected the request ({status}).")
+    elif status in (502, 503, 504):
+        error = UpstreamUnavailable(f"The model server is unavailable ({status}).")
+    else:
+        error = UpstreamError(f"The model server failed ({status}).")
+    error.retryable = status == 429 or status >= 500
+    return error
+
+
+def unreachable() -> UpstreamError:
+    error = UpstreamUnavailable("The model server could not be reached.")
+    error.retryable = True
+    return error
 
 
 def from_openai(exc: openai.OpenAIError) -> UpstreamError:
@@ -84,7 +94,7 @@ def from_openai(exc: openai.OpenAIError) -> UpstreamError:
     if isinstance(exc, openai.APITimeoutError):
         return UpstreamTimeout("The model server did not answer in time.")
     if isinstance(exc, openai.APIConnectionError):
-        return UpstreamUnavailable("The model server could not be reached.")
+        return unreachable()
     if isinstance(exc, openai.APIStatusError):
         return from_status(exc.status_code, exc.response.headers.get("retry-after"))
     return UpstreamError("The model server sent a response that could not be read.")

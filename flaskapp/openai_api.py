@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
 from . import backpressure
-from .errors import ApiError, ClientClosedRequest, InvalidRequest
+from .errors import ApiError, ClientClosedRequest, InvalidRequest, UpstreamError
 from .guard import ClientGone, guard_for
 from .relay import STREAM_HEADERS, Relay
 from .requestlog import RequestRecord
@@ -47,6 +47,10 @@ def chat_completions() -> Response:
         raise ClientClosedRequest("The client closed the connection.") from None
     finally:
         guard.close()
+    try:
+        json.loads(answer)  # a 200 whose body no SDK could parse is the upstream's failure
+    except ValueError:
+        raise UpstreamError("The model server sent a response that could not be read.") from None
     return Response(answer, content_type=JSON)
 
 

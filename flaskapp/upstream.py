@@ -25,18 +25,19 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import httpx2
 import openai
 
 from .chatstream import ChatStream
-from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, from_openai, from_status
+from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, from_openai, from_status, unreachable
 from .guard import Guard, UpstreamSilent
 from .params import ChatParams
 from .transport import Body, LeanTransport, Origin
 
 CHAT_COMPLETIONS = "/chat/completions"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ class Upstream:
             options = dict(self._client_options)
             options.setdefault("http_client", openai.DefaultHttpxClient(limits=httpx2.Limits(
                 max_connections=self.settings.max_connections, max_keepalive_connections=1000)))
-            self._client = openai.OpenAI(max_retries=self.settings.max_retries, **options)
+            # Retries are ours (`_retrying`), on both paths: bounded by the request's deadline.
+            self._client = openai.OpenAI(max_retries=0, **options)
             self._transport = LeanTransport(max_idle_per_origin=self.settings.max_connections)
             self._endpoint = None
             self._pid = os.getpid()
@@ -91,9 +93,11 @@ class Upstream:
     def complete(self, body: dict[str, Any], guard: Guard) -> bytes:
         """The upstream's JSON answer to a blocking call, as the bytes it sent."""
         s = self.settings
+        deadline = time.monotonic() + s.request_timeout
         if not self._lean:
-            return self._post(body, guard, httpx2.Timeout(s.request_timeout, connect=s.connect_timeout))
-        response = self._send(body, guard, s.request_timeout, time.monotonic() + s.request_timeout)
+            timeout = httpx2.Timeout(s.request_timeout, connect=s.connect_timeout)
+            return self._retrying(lambda: self._post(body, timeout).content, guard, deadline)
+        response = self._retrying(lambda: self._send(body, s.request_timeout), guard, deadline)
         guard.waiting = True
         try:
             return b"".join(response)
@@ -113,26 +117,43 @@ class Upstream:
         backstop = max(s.first_token_timeout, s.idle_timeout)
         try:
             if self._lean:
-                response = self._send(body, guard, None if guard.active else backstop, guard.deadline)
+                read_timeout = None if guard.active else backstop
+                response = self._retrying(lambda: self._send(body, read_timeout), guard, guard.deadline)
                 reads, close = iter(response), response.close
             else:
-                response = self._post(body, guard, httpx2.Timeout(backstop, connect=s.connect_timeout), True)
+                timeout = httpx2.Timeout(backstop, connect=s.connect_timeout)
+                response = self._retrying(lambda: self._post(body, timeout, stream=True), guard, guard.deadline)
                 reads, close = response.iter_bytes(), response.close
         except UpstreamSilent:
             raise UpstreamTimeout(f"The model server sent nothing within {s.first_token_timeout:g} s.") from None
         return ChatStream(reads, close, guard, s.first_token_timeout, s.idle_timeout)
 
+    def _retrying(self, attempt: Callable[[], T], guard: Guard, deadline: float) -> T:
+        """Retry where it is safe: before any answer, on connection errors, 429 and 5xx, with
+        backoff or the upstream's Retry-After, and never past the request's deadline."""
+        tries = 0
+        while True:
+            guard.waiting = True  # a client leaving during the call or the pause ends it
+            try:
+                try:
+                    return attempt()
+                except UpstreamError as error:
+                    delay = _backoff(tries, error.retry_after)
+                    if (not error.retryable or tries >= self.settings.max_retries
+                            or time.monotonic() + delay > deadline):
+                        raise
+                tries += 1
+                time.sleep(delay)
+            finally:
+                guard.waiting = False
+
     # -- the httpx path: everything through the client ------------------------
-    def _post(self, body: dict[str, Any], guard: Guard, timeout: httpx2.Timeout, stream: bool = False) -> Any:
-        guard.waiting = True
+    def _post(self, body: dict[str, Any], timeout: httpx2.Timeout, stream: bool = False) -> httpx2.Response:
         try:
-            response = self.client.post(CHAT_COMPLETIONS, body=body, cast_to=httpx2.Response,
-                                        stream=stream, options={"timeout": timeout})
-            return response if stream else response.content
+            return self.client.post(CHAT_COMPLETIONS, body=body, cast_to=httpx2.Response,
+                                    stream=stream, options={"timeout": timeout, "max_retries": 0})
         except openai.OpenAIError as exc:
             raise from_openai(exc) from None
-        finally:
-            guard.waiting = False
 
     # -- the lean path ------------------------------------------------------
     def _request_head(self) -> tuple[Origin, bytes]:
@@ -148,38 +169,23 @@ class Upstream:
             self._endpoint = origin, ("\r\n".join(lines) + "\r\n").encode("latin-1")
         return self._endpoint
 
-    def _send(self, body: dict[str, Any], guard: Guard, read_timeout: float | None, deadline: float) -> Body:
-        """POST the body; retry where safe — before any answer, on connection errors, 429 and 5xx."""
+    def _send(self, body: dict[str, Any], read_timeout: float | None) -> Body:
+        """POST the body over the lean transport; the response's body once its status is 2xx."""
         s = self.settings
         origin, head = self._request_head()
         payload = json.dumps(body, separators=(",", ":")).encode()
-        request = head + b"Content-Length: %d\r\n\r\n" % len(payload)
         timeouts = {"connect": s.connect_timeout, "write": s.connect_timeout, "read": read_timeout}
-        attempt = 0
-        while True:
-            guard.waiting = True
-            try:
-                status, _, headers, response = self._transport.send(origin, request, payload, timeouts)
-                if status < 400:
-                    return response
-                response.close()
-                error = from_status(status, _header(headers, b"retry-after"))
-                retryable = status == 429 or status >= 500
-            except httpx2.TimeoutException:
-                raise UpstreamTimeout("The model server did not answer in time.") from None
-            except httpx2.TransportError:
-                error, retryable = UpstreamUnavailable("The model server could not be reached."), True
-            finally:
-                guard.waiting = False
-            delay = _backoff(attempt, error.retry_after)
-            if not retryable or attempt >= s.max_retries or time.monotonic() + delay > deadline:
-                raise error
-            attempt += 1
-            guard.waiting = True  # a client leaving during the pause ends it too
-            try:
-                time.sleep(delay)
-            finally:
-                guard.waiting = False
+        try:
+            status, _, headers, response = self._transport.send(
+                origin, head + b"Content-Length: %d\r\n\r\n" % len(payload), payload, timeouts)
+        except httpx2.TimeoutException:
+            raise UpstreamTimeout("The model server did not answer in time.") from None
+        except httpx2.TransportError:
+            raise unreachable() from None
+        if status >= 400:
+            response.close()
+            raise from_status(status, _header(headers, b"retry-after"))
+        return response
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:

@@ -167,8 +167,6 @@ def retrying_over_httpx(tmp_path_factory, emulator: Emulator) -> Process:
     server.stop(signal.SIGINT)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: with FLASKAPP_UPSTREAM_TRANSPORT=httpx a blocking call "
-                   "retries through the openai client, whose attempts and Retry-After pauses ignore REQUEST_TIMEOUT")
 def test_blocking_retries_over_httpx_are_bounded_by_the_request_timeout(retrying_over_httpx, emulator):
     emulator.reset()
     emulator.arm(status=503, retry_after=1, count=0)
