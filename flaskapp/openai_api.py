@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
 from . import backpressure
+from .params import request_body
 from .errors import ApiError, ClientClosedRequest, InvalidRequest, UpstreamError
 from .guard import ClientGone, guard_for
 from .relay import STREAM_HEADERS, Relay
@@ -64,7 +65,7 @@ def models() -> Response:
 
 def _checked_body(config: Any) -> dict[str, Any]:
     try:
-        body = json.loads(request.get_data(cache=True))
+        body = json.loads(request_body(request))
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("We could not parse the JSON body of your request.") from None
     if not isinstance(body, dict):

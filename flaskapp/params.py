@@ -33,11 +33,19 @@ class ChatParams:
         return messages
 
 
+def request_body(request: Request) -> bytes:
+    """The whole request body; a body cut short of its Content-Length is refused, not guessed at."""
+    raw = request.get_data(cache=True)
+    if request.content_length is not None and len(raw) != request.content_length:
+        raise InvalidRequest("The request body is shorter than its Content-Length.")
+    return raw
+
+
 def read_fields(request: Request) -> tuple[Mapping[str, Any], bool]:
     """The caller's fields and whether they came typed (JSON) rather than as strings."""
     if request.method != "POST":
         return request.args, False
-    raw = request.get_data(cache=True)
+    raw = request_body(request)
     if not raw.strip():
         return request.args, False
     if request.mimetype == "application/x-www-form-urlencoded":
