@@ -120,17 +120,22 @@ def test_client_leaving_while_nothing_is_sent_closes_the_upstream(server, emulat
     assert request("GET", f"{server.url}/healthz")[0] == 200
 
 
-@pytest.mark.parametrize("fault, status, kind", [
+STATUS_FAULTS = [
     ({"status": 429, "retry_after": 7}, 429, "rate_limit_error"),
     ({"status": 401}, 502, "upstream_error"),
     ({"status": 500}, 502, "upstream_error"),
     ({"status": 503}, 503, "upstream_unavailable"),
-    ({"delay": 10}, 504, "upstream_timeout"),  # first-token timeout is 3 s here
+]
+STREAMS = ["/stream?prompt=x", "/stream?prompt=x&format=sse"]
+
+
+@pytest.mark.parametrize("fault, status, kind, path", [
+    *[(*fault, path) for fault in STATUS_FAULTS for path in ["/?prompt=x", *STREAMS]],
+    # No first token within the first-token timeout (3 s here); a blocking call has the
+    # whole request timeout instead (tests/test_faults.py).
+    *[({"delay": 10}, 504, "upstream_timeout", path) for path in STREAMS],
 ])
-@pytest.mark.parametrize("path", ["/?prompt=x", "/stream?prompt=x", "/stream?prompt=x&format=sse"])
 def test_upstream_failure_before_the_first_byte_gets_a_real_status(server, emulator, fault, status, kind, path):
-    if "delay" in fault and path == "/?prompt=x":
-        pytest.skip("a blocking call has the whole request timeout, not the first-token one")
     emulator.arm(**fault)
     got, headers, body = request("GET", f"{server.url}{path}")
     assert got == status
