@@ -20,6 +20,7 @@ import select
 import socket
 import ssl
 import sys
+import time
 from collections import deque
 from typing import Iterator
 
@@ -65,6 +66,7 @@ class LeanTransport(httpx2.BaseTransport):
         self._idle: dict[Origin, deque[_Connection]] = {}
         self._max_idle = max_idle_per_origin
         self._ssl_context = ssl_context
+        self._addresses: dict[tuple[str, int], tuple] = {}  # (host, port) -> (expires, socket args, address)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         """httpx's transport interface, for the `openai` client's own requests."""
@@ -136,10 +138,27 @@ class LeanTransport(httpx2.BaseTransport):
         else:
             connections.append(connection)
 
+    def _resolve(self, host: str, port: int) -> tuple:
+        # gevent resolves names in a small thread pool: a burst of new streams would queue
+        # behind it. One lookup per origin a minute is plenty.
+        cached = self._addresses.get((host, port))
+        if cached is None or cached[0] < time.monotonic():
+            family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+            cached = self._addresses[(host, port)] = (time.monotonic() + 60.0, (family, kind, protocol), address)
+        return cached[1:]
+
     def _connect(self, origin: Origin, timeouts: dict, request: httpx2.Request | None) -> _Connection:
         scheme, host, port = origin
         try:
-            sock = socket.create_connection((host, port), timeout=timeouts.get("connect"))
+            kind, address = self._resolve(host, port)
+            sock = socket.socket(*kind)
+            sock.settimeout(timeouts.get("connect"))
+            try:
+                sock.connect(address)
+            except OSError:
+                sock.close()
+                self._addresses.pop((host, port), None)
+                raise
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if scheme == "https":
                 if self._ssl_context is None:
