@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -72,19 +73,30 @@ class Upstream:
         self._pid = 0
         self._transport: LeanTransport | None = None
         self._endpoint: tuple[Origin, bytes] | None = None
+        self._client_lock: tuple[int, threading.Lock] = (0, threading.Lock())
 
     @property
     def client(self) -> openai.OpenAI:
         if self._client is None or self._pid != os.getpid():
-            options = dict(self._client_options)
-            options.setdefault("http_client", openai.DefaultHttpxClient(limits=httpx2.Limits(
-                max_connections=self.settings.max_connections, max_keepalive_connections=1000)))
-            # Retries are ours (`_retrying`), on both paths: bounded by the request's deadline.
-            self._client = openai.OpenAI(max_retries=0, **options)
-            self._transport = LeanTransport(max_idle_per_origin=self.settings.max_connections)
-            self._endpoint = None
-            self._pid = os.getpid()
+            # The client's platform headers run `uname` in a subprocess, which yields under
+            # gevent: without the lock every request of a first burst would run its own.
+            # The lock is made in this process, so that it is gevent's where gevent patched.
+            if self._client_lock[0] != os.getpid():
+                self._client_lock = (os.getpid(), threading.Lock())
+            with self._client_lock[1]:
+                if self._client is None or self._pid != os.getpid():
+                    self._make_client()
         return self._client
+
+    def _make_client(self) -> None:
+        options = dict(self._client_options)
+        options.setdefault("http_client", openai.DefaultHttpxClient(limits=httpx2.Limits(
+            max_connections=self.settings.max_connections, max_keepalive_connections=1000)))
+        # Retries are ours (`_retrying`), on both paths: bounded by the request's deadline.
+        client = openai.OpenAI(max_retries=0, **options)
+        self._endpoint = self._compose_head(client)  # also fills the client's own header cache
+        self._transport = LeanTransport(max_idle_per_origin=self.settings.max_connections)
+        self._client, self._pid = client, os.getpid()
 
     @property
     def _lean(self) -> bool:
@@ -158,16 +170,19 @@ class Upstream:
     # -- the lean path ------------------------------------------------------
     def _request_head(self) -> tuple[Origin, bytes]:
         """The request line and the client's headers, composed once per process."""
-        client = self.client
-        if self._endpoint is None:
-            url = client.base_url
-            target = url.path.rstrip("/") + CHAT_COMPLETIONS + (f"?{url.query.decode()}" if url.query else "")
-            headers = {**client.default_headers, **client.auth_headers}
-            lines = [f"POST {target} HTTP/1.1", f"Host: {url.netloc.decode()}", "Connection: keep-alive"]
-            lines += [f"{name}: {value}" for name, value in headers.items() if isinstance(value, str)]
-            origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-            self._endpoint = origin, ("\r\n".join(lines) + "\r\n").encode("latin-1")
+        self.client  # made, with the head, once per process
         return self._endpoint
+
+    @staticmethod
+    def _compose_head(client: openai.OpenAI) -> tuple[Origin, bytes]:
+        """The request line and the client's headers for a chat completion."""
+        url = client.base_url
+        target = url.path.rstrip("/") + CHAT_COMPLETIONS + (f"?{url.query.decode()}" if url.query else "")
+        headers = {**client.default_headers, **client.auth_headers}
+        lines = [f"POST {target} HTTP/1.1", f"Host: {url.netloc.decode()}", "Connection: keep-alive"]
+        lines += [f"{name}: {value}" for name, value in headers.items() if isinstance(value, str)]
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        return origin, ("\r\n".join(lines) + "\r\n").encode("latin-1")
 
     def _send(self, body: dict[str, Any], read_timeout: float | None) -> Body:
         """POST the body over the lean transport; the response's body once its status is 2xx."""
