@@ -10,7 +10,6 @@ from .chunks import ChunkParser, MalformedChunk
 from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from .guard import ClientGone, Guard, UpstreamSilent
 
-FAIR_SLICE = 0.001  # seconds a stream may relay without the event loop turning
 
 
 def _yield_to_others() -> None:
@@ -23,11 +22,12 @@ class ChatStream:
     """Iterate it for lists of content literals (one list per read), or `raw()` for the bytes."""
 
     def __init__(self, reads: Iterator[bytes], close: Callable[[], None], guard: Guard,
-                 first_token_timeout: float, idle_timeout: float) -> None:
+                 first_token_timeout: float, idle_timeout: float, fair_slice: float = 0.001) -> None:
         self.parser = ChunkParser()
         self.close = close
         self._reads_from, self._guard = reads, guard
         self._first_token_timeout, self._idle_timeout = first_token_timeout, idle_timeout
+        self._fair_slice = fair_slice  # seconds a stream may relay without the event loop turning
 
     def __iter__(self) -> Iterator[list[bytes]]:
         return self._reads(raw=False)
@@ -39,7 +39,7 @@ class ChatStream:
     def _reads(self, raw: bool) -> Iterator:
         # One generator for both outputs: this loop runs once per upstream read.
         guard, parser, idle, reads = self._guard, self.parser, self._idle_timeout, self._reads_from
-        loop, last_iteration, running_since = guard.loop, -1, 0.0
+        loop, last_iteration, running_since = guard.loop if self._fair_slice else None, -1, 0.0
         started = False  # until the first read, the guard holds the first-token deadline
         try:
             while True:
@@ -54,7 +54,7 @@ class ChatStream:
                     # on the worker, so past a time slice without the event loop turning, yield.
                     if loop.iteration != last_iteration:
                         last_iteration, running_since = loop.iteration, now
-                    elif now - running_since > FAIR_SLICE:
+                    elif now - running_since > self._fair_slice:
                         _yield_to_others()
                         last_iteration, running_since = loop.iteration, time.monotonic()
                 guard.waiting = True

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_RETRIES": 2,  # upstream retries before the first byte (connection errors, 429, 5xx)
     "UPSTREAM_MAX_CONNECTIONS": 10_000,  # per worker; one per concurrent stream
     "UPSTREAM_TRANSPORT": "lean",  # "httpx" for httpx's own transport (proxies, HTTP/2)
+    "FAIR_SLICE": 0.001,  # seconds a stream may relay without letting others run; 0: never yield
     # Reliability: concurrent upstream calls per worker before 503 + Retry-After (0: no cap).
     # Half gunicorn's worker_connections (4000), so rejections and /healthz still get through.
     "MAX_INFLIGHT": 2000,
@@ -56,11 +57,13 @@ def _positive(cast: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return check
 
 
-def _non_negative_int(value: Any) -> int:
-    value = int(value)
-    if value < 0:
-        raise ValueError("must be zero or more")
-    return value
+def _non_negative(cast: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        value = cast(value)
+        if value < 0:
+            raise ValueError("must be zero or more")
+        return value
+    return check
 
 
 def _models(value: Any) -> tuple[str, ...]:
@@ -143,11 +146,12 @@ _CASTS: dict[str, Callable[[Any], Any]] = {
     "FIRST_TOKEN_TIMEOUT": _positive(float),
     "IDLE_TIMEOUT": _positive(float),
     "REQUEST_TIMEOUT": _positive(float),
-    "MAX_RETRIES": _non_negative_int,
+    "MAX_RETRIES": _non_negative(int),
     "UPSTREAM_MAX_CONNECTIONS": _positive(int),
     "UPSTREAM_TRANSPORT": _choice("lean", "httpx"),
+    "FAIR_SLICE": _non_negative(float),
     "DEMO_MAX_CONCURRENCY": _positive(int),
-    "MAX_INFLIGHT": _non_negative_int,
+    "MAX_INFLIGHT": _non_negative(int),
     "API_KEYS": _api_keys,
     "RATE_LIMIT": _rate_limit,
     "RATE_LIMIT_STORAGE_URI": _text,
