@@ -17,7 +17,6 @@ from .params import request_body
 from .errors import ApiError, ClientClosedRequest, InvalidRequest, UpstreamError
 from .guard import ClientGone, guard_for
 from .relay import STREAM_HEADERS, Relay
-from .requestlog import RequestRecord
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
@@ -30,8 +29,7 @@ class ModelNotFound(ApiError):
 
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
-    g.record = RequestRecord(route="/v1/chat/completions", method=request.method)
-    body = _checked_body(current_app.config)
+    body = _checked_body(current_app.config)  # g.record: made by requestlog for every request
     g.record.model = body["model"]
     backpressure.admit(g.record)
     upstream = current_app.extensions["upstream"]

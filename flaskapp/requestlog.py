@@ -7,8 +7,7 @@ It never holds a secret: prompts and keys are not logged, only their outcome.
 Every request gets an id (the caller's `X-Request-ID` when it is sane, else a new
 one), echoed in the response and written in its line. Every request but the probes,
 the metrics scrape and static files gets a record from the start, so one rejected
-before any view runs (401, 429, 404) is logged and counted too; a view replaces it
-with its own, which carries the same id.
+before any view runs (401, 429, 404) is logged and counted too; the views fill it in.
 """
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ from . import backpressure, params
 from .errors import ClientClosedRequest
 from .guard import ClientGone, guard_for
 from .relay import STREAM_HEADERS, Relay
-from .requestlog import RequestRecord
 from .upstream import chat_body, parse_completion
 
 bp = Blueprint("prompt", __name__)
@@ -16,8 +15,8 @@ TEXT = "text/plain; charset=utf-8"
 SSE = "text/event-stream; charset=utf-8"
 
 
-def _start(route: str) -> params.ChatParams:
-    g.record = RequestRecord(route=route, method=request.method)
+def _start() -> params.ChatParams:
+    # g.record: made for every request by requestlog, before any view runs.
     chat = params.parse(request, current_app.config)
     g.record.model = chat.model
     backpressure.admit(g.record)  # 503 at once past FLASKAPP_MAX_INFLIGHT
@@ -33,7 +32,7 @@ def _wants_sse(chat: params.ChatParams) -> bool:
 
 @bp.route("/", methods=["GET", "POST"])
 def blocking() -> Response:
-    chat = _start("/")
+    chat = _start()
     upstream = current_app.extensions["upstream"]
     guard = guard_for(request.environ, float("inf"))
     try:
@@ -48,7 +47,7 @@ def blocking() -> Response:
 
 @bp.route("/stream", methods=["GET", "POST"])
 def stream() -> Response:
-    chat = _start("/stream")
+    chat = _start()
     relay = Relay.open(current_app.extensions["upstream"], chat_body(chat, stream=True),
                        request.environ, g.record)
     if _wants_sse(chat):
