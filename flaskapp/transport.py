@@ -1,8 +1,8 @@
-"""A lean HTTP/1.1 transport for the `openai` client, built for thousands of open streams.
+"""A lean HTTP/1.1 client transport, built for thousands of open upstream streams.
 
-The `openai` client stays in charge of building requests, authentication, retries
-and error mapping; this replaces only what sits under it (httpx's default transport).
-Two costs of the default dominate a busy gevent worker relaying streams:
+`Upstream` sends the request the `openai` client would send (its headers, composed once
+per process) through this instead of httpx. Two costs of httpx's default transport
+dominate a busy gevent worker relaying streams:
 
 - its connection pool re-checks every idle connection, with a poll through the gevent
   hub, each time any request starts or ends: quadratic in the number of streams;
@@ -22,7 +22,7 @@ import ssl
 import sys
 import time
 from collections import deque
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx2
 
@@ -61,27 +61,17 @@ class _Connection:
             pass
 
 
-class LeanTransport(httpx2.BaseTransport):
+class LeanTransport:
+    """Keep-alive HTTP/1.1 connections per origin; `send()` one request, iterate its `Body`."""
+
     def __init__(self, max_idle_per_origin: int = 1000, ssl_context: ssl.SSLContext | None = None) -> None:
         self._idle: dict[Origin, deque[_Connection]] = {}
         self._max_idle = max_idle_per_origin
         self._ssl_context = ssl_context
         self._addresses: dict[tuple[str, int], tuple] = {}  # (host, port) -> (expires, socket args, address)
 
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        """httpx's transport interface, for the `openai` client's own requests."""
-        url = request.url
-        if url.scheme not in ("http", "https"):
-            raise httpx2.UnsupportedProtocol(f"unsupported scheme {url.scheme!r}", request=request)
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        status, reason, headers, body = self.send(
-            origin, self._head(request), request.read(), request.extensions.get("timeout", {}),
-            head_only=request.method == "HEAD", request=request)
-        return httpx2.Response(status, headers=headers, stream=body, request=request,
-                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
-
-    def send(self, origin: Origin, head: bytes, body: bytes, timeouts: dict, head_only: bool = False,
-             request: httpx2.Request | None = None) -> tuple[int, bytes, list[tuple[bytes, bytes]], "Body"]:
+    def send(self, origin: Origin, head: bytes, body: bytes,
+             timeouts: dict) -> tuple[int, bytes, list[tuple[bytes, bytes]], "Body"]:
         """Send one request (head and body bytes); return the response head and its body stream.
 
         Raises httpx's transport exceptions, so callers handle one family of errors.
@@ -90,30 +80,29 @@ class LeanTransport(httpx2.BaseTransport):
             connection = self._checkout(origin)
             fresh = connection is None
             if fresh:
-                connection = self._connect(origin, timeouts, request)
+                connection = self._connect(origin, timeouts)
             try:
                 connection.sock.settimeout(timeouts.get("write"))
                 connection.sock.sendall(head + body if len(body) < 65536 else head)
                 if len(body) >= 65536:
                     connection.sock.sendall(body)
                 connection.sock.settimeout(timeouts.get("read"))
-                status, reason, headers = self._read_head(connection, request)
+                status, reason, headers = self._read_head(connection)
                 break
             except socket.timeout:
                 connection.close()
-                raise httpx2.ReadTimeout("timed out waiting for the response", request=request) from None
+                raise httpx2.ReadTimeout("timed out waiting for the response") from None
             except (_StaleConnection, OSError) as exc:
                 connection.close()
                 if not fresh:
                     continue  # a kept-alive connection the server had closed: nothing was processed
                 if isinstance(exc, _StaleConnection):
-                    raise httpx2.RemoteProtocolError("server closed the connection without a response",
-                                                     request=request) from None
-                raise httpx2.ReadError(str(exc), request=request) from None
+                    raise httpx2.RemoteProtocolError("server closed the connection without a response") from None
+                raise httpx2.ReadError(str(exc)) from None
             except BaseException:
                 connection.close()
                 raise
-        return status, reason, headers, Body(self, connection, headers, request, head_only or status in (204, 304))
+        return status, reason, headers, Body(connection, headers, status in (204, 304), self.checkin)
 
     def close(self) -> None:
         for connections in self._idle.values():
@@ -147,7 +136,7 @@ class LeanTransport(httpx2.BaseTransport):
             cached = self._addresses[(host, port)] = (time.monotonic() + 60.0, (family, kind, protocol), address)
         return cached[1:]
 
-    def _connect(self, origin: Origin, timeouts: dict, request: httpx2.Request | None) -> _Connection:
+    def _connect(self, origin: Origin, timeouts: dict) -> _Connection:
         scheme, host, port = origin
         try:
             kind, address = self._resolve(host, port)
@@ -165,32 +154,23 @@ class LeanTransport(httpx2.BaseTransport):
                     self._ssl_context = ssl.create_default_context()
                 sock = self._ssl_context.wrap_socket(sock, server_hostname=host)
         except socket.timeout:
-            raise httpx2.ConnectTimeout(f"timed out connecting to {host}:{port}", request=request) from None
+            raise httpx2.ConnectTimeout(f"timed out connecting to {host}:{port}") from None
         except OSError as exc:
-            raise httpx2.ConnectError(str(exc), request=request) from None
+            raise httpx2.ConnectError(str(exc)) from None
         return _Connection(sock, origin)
 
     # -- wire format ---------------------------------------------------------
     @staticmethod
-    def _head(request: httpx2.Request) -> bytes:
-        target = request.url.raw_path
-        lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), target)]
-        lines += [b"%s: %s" % (name, value) for name, value in request.headers.raw]
-        return b"\r\n".join(lines) + b"\r\n\r\n"
-
-    @staticmethod
-    def _read_head(connection: _Connection,
-                   request: httpx2.Request | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    def _read_head(connection: _Connection) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         data = b""
         while (end := data.find(b"\r\n\r\n")) < 0:
             if len(data) > MAX_HEAD:
-                raise httpx2.RemoteProtocolError("response head too large", request=request)
+                raise httpx2.RemoteProtocolError("response head too large")
             more = connection.sock.recv(READ_SIZE)
             if not more:
                 if not data and connection.reused:
                     raise _StaleConnection()
-                raise httpx2.RemoteProtocolError("server closed the connection without a response",
-                                                 request=request)
+                raise httpx2.RemoteProtocolError("server closed the connection without a response")
             data += more
         lines = data[:end].split(b"\r\n")
         connection.buffer = data[end + 4:]
@@ -200,20 +180,24 @@ class LeanTransport(httpx2.BaseTransport):
                        (line.partition(b":") for line in lines[1:] if b":" in line)]
             return int(status), reason[0] if reason else b"", headers
         except ValueError:
-            raise httpx2.RemoteProtocolError("malformed response head", request=request) from None
+            raise httpx2.RemoteProtocolError("malformed response head") from None
 
 
 class _StaleConnection(Exception):
     """A reused connection was closed by the server before answering."""
 
 
-class Body(httpx2.SyncByteStream):
-    """The response body: each socket read becomes one piece, chunked framing removed."""
+class Body:
+    """The response body: each socket read becomes one piece, chunked framing removed.
 
-    def __init__(self, transport: LeanTransport, connection: _Connection, headers: list[tuple[bytes, bytes]],
-                 request: httpx2.Request | None, head_only: bool) -> None:
-        self._transport, self._connection, self._request = transport, connection, request
-        self._complete = head_only
+    Iterate it, then close it: a connection whose body was read to its end goes back
+    to the pool (`checkin`), any other is closed.
+    """
+
+    def __init__(self, connection: _Connection, headers: list[tuple[bytes, bytes]], empty: bool,
+                 checkin: Callable[[_Connection], None]) -> None:
+        self._connection, self._checkin = connection, checkin
+        self._complete = empty  # 204 and 304 have no body
         self._chunked = self._length = None
         self._keep_alive = True
         for name, value in headers:
@@ -237,15 +221,14 @@ class Body(httpx2.SyncByteStream):
                 self._keep_alive = False
                 yield from self._read_until_close()
         except socket.timeout:
-            raise httpx2.ReadTimeout("timed out reading the response", request=self._request) from None
+            raise httpx2.ReadTimeout("timed out reading the response") from None
         except OSError as exc:
-            raise httpx2.ReadError(str(exc), request=self._request) from None
+            raise httpx2.ReadError(str(exc)) from None
 
     def _recv(self) -> bytes:
         data = self._connection.sock.recv(READ_SIZE)
         if not data:
-            raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body",
-                                             request=self._request)
+            raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
         return data
 
     def _read_length(self, remaining: int) -> Iterator[bytes]:
@@ -281,7 +264,7 @@ class Body(httpx2.SyncByteStream):
                 try:
                     size = int(buffer[position:line_end].split(b";", 1)[0], 16)
                 except ValueError:
-                    raise httpx2.RemoteProtocolError("malformed chunk size", request=self._request) from None
+                    raise httpx2.RemoteProtocolError("malformed chunk size") from None
                 if size == 0:
                     if buffer.find(b"\r\n\r\n", line_end) < 0:
                         break  # the trailer section has not fully arrived
@@ -303,6 +286,6 @@ class Body(httpx2.SyncByteStream):
         if connection is None:
             return
         if self._complete and self._keep_alive:
-            self._transport.checkin(connection)
+            self._checkin(connection)
         else:
             connection.close()  # unread body: the connection cannot be reused
