@@ -11,9 +11,8 @@ from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from .guard import ClientGone, Guard, UpstreamSilent
 
 
-
 def _yield_to_others() -> None:
-    import gevent
+    import gevent  # only ever called under gevent, where the guard has an event loop
 
     gevent.sleep(0)
 

@@ -4,11 +4,12 @@ WSGI tells an application about a departed client only when it next writes, so a
 stream waiting for its first token, a stalled stream and a blocking call would keep
 the model generating (and billing) for nobody. Under gevent, two event-loop watchers
 per request (the client socket, a deadline timer) interrupt the request's greenlet —
-only while that greenlet is waiting on the upstream, never in the middle of a write. Without gevent (sync and gthread workers, the test client) the
-guard does nothing and the client's read timeouts are the only bound.
+only while that greenlet is waiting on the upstream, never in the middle of a write.
+Without gevent (sync and gthread workers, the test client) the guard does nothing and
+the upstream read timeouts are the only bound.
 
-The interruptions are BaseExceptions, like gevent.Timeout, so that the `openai`
-client's retry loop (which catches Exception) does not retry a call nobody wants.
+The interruptions are BaseExceptions, like gevent.Timeout, so that no `except
+Exception` on the way (the `openai` client's, httpx's) swallows or retries them.
 """
 from __future__ import annotations
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import socket
 from typing import Any, Callable, Iterator
 
+from .chatstream import ChatStream
 from .chunks import sse_event, text_of
 from .errors import ApiError, ClientClosedRequest, UpstreamError
 from .guard import ClientGone, Guard, guard_for
 from .requestlog import CLIENT_DISCONNECTED, COMPLETED, UPSTREAM_ERROR, RequestRecord
-from .chatstream import ChatStream
 from .upstream import Upstream
 
 Encoder = Callable[[list[bytes]], bytes]

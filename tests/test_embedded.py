@@ -1,5 +1,4 @@
 """The embedded default: no key, no base URL, and the same command still answers."""
-import json
 
 from servers import request, start_gunicorn, stream
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import time
 
 import openai
 import pytest

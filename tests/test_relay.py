@@ -1,6 +1,5 @@
 """The relay's bookkeeping, with a fake upstream stream (unit tests)."""
 from flaskapp.chatstream import ChatStream
-from flaskapp.guard import Guard
 from flaskapp.relay import Relay
 from flaskapp.requestlog import RequestRecord
 
