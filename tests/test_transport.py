@@ -93,3 +93,35 @@ def test_connection_refused_is_a_connect_error():
     listener.close()
     with pytest.raises(httpx2.ConnectError):
         LeanTransport().send(("http", "127.0.0.1", port), HEAD, b"{}", {"connect": 2})
+
+
+def test_https_upstreams_are_spoken_to_over_tls(tmp_path):
+    # OpenAI itself is HTTPS: the lean path must verify the certificate and stream over TLS.
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with server_context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(65536)
+            tls.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            tls.sendall(b"7\r\nsecured\r\n0\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    transport = LeanTransport(ssl_context=ssl.create_default_context(cafile=str(cert)))
+    status, _, _, body = transport.send(("https", "localhost", port), HEAD, b"{}",
+                                        {"connect": 5, "write": 5, "read": 5})
+    assert status == 200 and b"".join(body) == b"secured"
+    listener.close()
