@@ -35,9 +35,12 @@ class ChunkParser:
     def feed(self, data: bytes) -> list[bytes]:
         """JSON string literals of the content completed by `data`, in order."""
         if self._pending:
-            data = self._pending + data
-        lines = data.split(b"\n")
-        self._pending = lines.pop()
+            data, self._pending = self._pending + data, b""
+        if data.find(b"\n") == len(data) - 2 and data[-1:] == b"\n":
+            lines = [data[:-2]]  # the common case: one read, one event of one line
+        else:
+            lines = data.split(b"\n")
+            self._pending = lines.pop()
         found = []
         for line in lines:
             if not line.startswith(b"data:"):
