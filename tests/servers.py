@@ -101,6 +101,13 @@ class Emulator(Process):
     def reset(self) -> None:
         request("POST", f"{self.url}/_emulator/reset", body={})
 
+    def after_hang_up(self, sock: socket.socket, predicate, timeout: float = 2.0) -> tuple[dict, float]:
+        """Close the client's socket, wait until `predicate(stats)`; the stats and the seconds it took."""
+        sock.close()
+        left = time.monotonic()
+        stats = self.wait_for(predicate, timeout)
+        return stats, time.monotonic() - left
+
     def wait_for(self, predicate, timeout: float = 5.0) -> dict:
         """Poll the stats until `predicate(stats)` holds; returns the last stats."""
         deadline = time.monotonic() + timeout

@@ -143,18 +143,23 @@ def test_a_stream_is_never_retried_after_its_first_byte(retrying, emulator):
     assert emulator.stats()["streams_started"] == 1
 
 
+def timed_under_fault(emulator: Emulator, url: str, **fault) -> tuple[int, bytes, float]:
+    """GET `url` while every upstream call fails as `fault` says: status, body, seconds taken."""
+    emulator.reset()
+    emulator.arm(count=0, **fault)
+    started = time.monotonic()
+    try:
+        status, _, body = request("GET", url)
+        return status, body, time.monotonic() - started
+    finally:
+        emulator.reset()
+
+
 @pytest.mark.parametrize("path", ["/?prompt=deadline", "/stream?prompt=deadline"])
 def test_retries_are_bounded_by_the_request_deadline(retrying, emulator, path):
     # Every attempt fails asking for a 2 s pause: retrying would overrun the 1 s deadline
     # (FIRST_TOKEN_TIMEOUT for streams, REQUEST_TIMEOUT for blocking calls here).
-    emulator.reset()
-    emulator.arm(status=503, retry_after=2, count=0)
-    started = time.monotonic()
-    try:
-        status, _, body = request("GET", f"{retrying.url}{path}")
-        elapsed = time.monotonic() - started
-    finally:
-        emulator.reset()
+    status, body, elapsed = timed_under_fault(emulator, f"{retrying.url}{path}", status=503, retry_after=2)
     assert status in (503, 504) and json.loads(body)["error"]["type"].startswith("upstream_")
     assert elapsed < 1.5, elapsed
 
@@ -168,13 +173,7 @@ def retrying_over_httpx(tmp_path_factory, emulator: Emulator) -> Process:
 
 
 def test_blocking_retries_over_httpx_are_bounded_by_the_request_timeout(retrying_over_httpx, emulator):
-    emulator.reset()
-    emulator.arm(status=503, retry_after=1, count=0)
-    started = time.monotonic()
-    try:
-        status, _, _ = request("GET", f"{retrying_over_httpx.url}/?prompt=deadline")
-        elapsed = time.monotonic() - started
-    finally:
-        emulator.reset()
+    status, _, elapsed = timed_under_fault(emulator, f"{retrying_over_httpx.url}/?prompt=deadline",
+                                           status=503, retry_after=1)
     assert status == 503
-    assert elapsed < 1.5, elapsed  # REQUEST_TIMEOUT is 1 s; today 2 retries x 1 s Retry-After, ~2 s
+    assert elapsed < 1.5, elapsed  # REQUEST_TIMEOUT is 1 s: two 1 s Retry-After pauses would overrun it
