@@ -16,29 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flaskapp.loadtest.rig import Server, free_listener
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = "sk-test-secret-key-0123456789"  # the upstream key; never in a response or a log
-
-
-def _listener() -> socket.socket:
-    sock = socket.create_server(("127.0.0.1", 0), backlog=4096)
-    sock.set_inheritable(True)
-    return sock
-
-
-def _wait_until_ready(port: int, path: str, process: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
-        try:
-            status, _, _ = request("GET", f"http://127.0.0.1:{port}{path}", timeout=1.0)
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"server on port {port} not ready after {timeout} s")
 
 
 def request(method: str, url: str, body: bytes | str | dict | None = None,
@@ -59,19 +40,13 @@ def request(method: str, url: str, body: bytes | str | dict | None = None,
 
 
 @dataclass
-class Process:
-    process: subprocess.Popen
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+class Process(Server):
+    """A server the test started; unlike the experiment's, it stops gracefully and says how."""
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:  # the exit code
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -120,7 +95,7 @@ class Emulator(Process):
 
 def start_emulator(tmp_path: Path, ttft: float = 0.05, tokens_per_second: float = 1000.0,
                    tokens: int = 50, *extra: str) -> Emulator:
-    sock = _listener()
+    sock = free_listener()
     port = sock.getsockname()[1]
     log_path = tmp_path / f"emulator-{port}.log"
     args = [sys.executable, "-m", "flaskapp.emulator", "--fd", str(sock.fileno()),
@@ -130,16 +105,16 @@ def start_emulator(tmp_path: Path, ttft: float = 0.05, tokens_per_second: float 
         process = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                    pass_fds=[sock.fileno()])
     sock.close()
-    emulator = Emulator(process, port, log_path,
+    emulator = Emulator("emulator", process, port, log_path,
                         settings={"ttft": ttft, "tokens_per_second": tokens_per_second, "tokens": tokens})
-    _wait_until_ready(port, "/healthz", process)
+    emulator.wait_ready()
     return emulator
 
 
 def start_gunicorn(tmp_path: Path, env: dict[str, str], *args: str,
                    worker_class: str = "gevent", workers: int = 1) -> Process:
     """`gunicorn -c gunicorn.conf.py wsgi:app` as a user would run it, on a free port."""
-    sock = _listener()
+    sock = free_listener()
     port = sock.getsockname()[1]
     log_path = tmp_path / f"gunicorn-{port}.log"
     child_env = {k: v for k, v in os.environ.items()
@@ -151,12 +126,8 @@ def start_gunicorn(tmp_path: Path, env: dict[str, str], *args: str,
         process = subprocess.Popen(command, cwd=ROOT, env=child_env, stdout=log,
                                    stderr=subprocess.STDOUT, pass_fds=[sock.fileno()])
     sock.close()
-    server = Process(process, port, log_path)
-    try:
-        _wait_until_ready(port, "/healthz", process)
-    except RuntimeError as exc:
-        server.stop()
-        raise RuntimeError(f"{exc}\n{server.log()}") from None
+    server = Process("gunicorn", process, port, log_path)
+    server.wait_ready()  # stops it and raises with its log's tail when it does not come up
     return server
 
 

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _listener() -> socket.socket:
+def free_listener() -> socket.socket:
+    """A listening loopback socket on a free port, to hand to a child process."""
     sock = socket.create_server(("127.0.0.1", 0), backlog=4096)
     sock.set_inheritable(True)
     return sock
@@ -136,7 +137,7 @@ def _spawn(name: str, command: list[str], sock: socket.socket, log_dir: Path, en
 
 def start_emulator(log_dir: Path, ttft: float, tokens_per_second: float, tokens: int,
                    cpus: set[int] | None = None) -> Server:
-    sock = _listener()
+    sock = free_listener()
     command = [sys.executable, "-m", "flaskapp.emulator", "--fd", str(sock.fileno()), "--ttft", str(ttft),
                "--tokens-per-second", str(tokens_per_second), "--tokens", str(tokens)]
     return _spawn("emulator", command, sock, log_dir, None, cpus)
@@ -149,7 +150,7 @@ def start_gunicorn(log_dir: Path, upstream: str, gunicorn_args: list[str], cpus:
     The caller's FLASKAPP_* settings are not passed on (a gateway key or rate limit left in
     a shell would turn the experiment into 401s and 429s); `extra_env` sets any on purpose.
     """
-    sock = _listener()
+    sock = free_listener()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "FLASKAPP_", "GUNICORN_", "WEB_CONCURRENCY"))}
     env.update({"OPENAI_BASE_URL": upstream, "OPENAI_API_KEY": "sk-loadtest-experiment"})
     env.update(extra_env or {})
