@@ -65,10 +65,7 @@ def plot_timeline(groups: dict[str, Sequence[Any]], path: Path, title: str = "")
     ax.set_title(title or "Requests: bar = send to last byte, | = first text")
     ax.legend(list(handles.values()), [f"{label} (| first text, grey failed)" for label in handles],
               loc="lower right", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_distributions(groups: dict[str, Sequence[Any]], path: Path, title: str = "") -> Path:
@@ -90,10 +87,7 @@ def plot_distributions(groups: dict[str, Sequence[Any]], path: Path, title: str 
     if axes[1].get_legend_handles_labels()[0]:
         axes[1].legend(fontsize="small", loc="lower right")
     fig.suptitle(title or "Latency distributions")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_scaling(cells: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
@@ -114,6 +108,10 @@ def plot_scaling(cells: Sequence[dict[str, Any]], path: Path, title: str = "") -
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize="x-small", loc="upper left")
     fig.suptitle(title or "Latency p99 against concurrency (timed-out cells: completed requests only)")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
