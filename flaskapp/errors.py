@@ -89,6 +89,10 @@ def unreachable() -> UpstreamError:
     return error
 
 
+def unreadable() -> UpstreamError:
+    return UpstreamError("The model server sent a response that could not be read.")
+
+
 def from_openai(exc: openai.OpenAIError) -> UpstreamError:
     """The error to answer with when the `openai` client raised `exc`."""
     if isinstance(exc, openai.APITimeoutError):
@@ -97,7 +101,7 @@ def from_openai(exc: openai.OpenAIError) -> UpstreamError:
         return unreachable()
     if isinstance(exc, openai.APIStatusError):
         return from_status(exc.status_code, exc.response.headers.get("retry-after"))
-    return UpstreamError("The model server sent a response that could not be read.")
+    return unreadable()
 
 
 def error_response(error: ApiError) -> Response:

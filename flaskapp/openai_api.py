@@ -13,10 +13,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
 from . import backpressure
+from .errors import ApiError, InvalidRequest, unreadable
 from .params import request_body
-from .errors import ApiError, ClientClosedRequest, InvalidRequest, UpstreamError
-from .guard import ClientGone, guard_for
-from .relay import STREAM_HEADERS, Relay
+from .relay import STREAM_HEADERS, Relay, complete
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
@@ -39,17 +38,11 @@ def chat_completions() -> Response:
                             content_type="text/event-stream; charset=utf-8", headers=STREAM_HEADERS)
         response.call_on_close(relay.close)
         return response
-    guard = guard_for(request.environ, float("inf"))
-    try:
-        answer = upstream.complete(body, guard)
-    except ClientGone:
-        raise ClientClosedRequest("The client closed the connection.") from None
-    finally:
-        guard.close()
+    answer = complete(upstream, body, request.environ)
     try:
         json.loads(answer)  # a 200 whose body no SDK could parse is the upstream's failure
     except ValueError:
-        raise UpstreamError("The model server sent a response that could not be read.") from None
+        raise unreadable() from None
     return Response(answer, content_type=JSON)
 
 

@@ -139,6 +139,17 @@ class Relay:
         return iter(())
 
 
+def complete(upstream: Upstream, body: dict[str, Any], environ: dict) -> bytes:
+    """A blocking call, ended like a stream's when the client leaves before the answer."""
+    guard = guard_for(environ, float("inf"))
+    try:
+        return upstream.complete(body, guard)
+    except ClientGone:
+        raise ClientClosedRequest("The client closed the connection.") from None
+    finally:
+        guard.close()
+
+
 def _close(stream: ChatStream | None, guard: Guard) -> None:
     guard.close()
     if stream is not None:

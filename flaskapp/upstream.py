@@ -32,7 +32,8 @@ import httpx2
 import openai
 
 from .chatstream import ChatStream
-from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, from_openai, from_status, unreachable
+from .errors import (UpstreamError, UpstreamTimeout, UpstreamUnavailable, from_openai, from_status, unreachable,
+                     unreadable)
 from .guard import Guard, UpstreamSilent
 from .params import ChatParams
 from .transport import Body, LeanTransport, Origin
@@ -239,4 +240,4 @@ def parse_completion(body: bytes) -> Completion:
         choice = data["choices"][0]
         return Completion(choice["message"]["content"] or "", choice.get("finish_reason"), data.get("usage"))
     except (ValueError, KeyError, IndexError, TypeError):
-        raise UpstreamError("The model server sent a response that could not be read.") from None
+        raise unreadable() from None

@@ -4,9 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 
 from . import backpressure, params
-from .errors import ClientClosedRequest
-from .guard import ClientGone, guard_for
-from .relay import STREAM_HEADERS, Relay
+from .relay import STREAM_HEADERS, Relay, complete
 from .upstream import chat_body, parse_completion
 
 bp = Blueprint("prompt", __name__)
@@ -33,14 +31,7 @@ def _wants_sse(chat: params.ChatParams) -> bool:
 @bp.route("/", methods=["GET", "POST"])
 def blocking() -> Response:
     chat = _start()
-    upstream = current_app.extensions["upstream"]
-    guard = guard_for(request.environ, float("inf"))
-    try:
-        completion = parse_completion(upstream.complete(chat_body(chat), guard))
-    except ClientGone:
-        raise ClientClosedRequest("The client closed the connection.") from None
-    finally:
-        guard.close()
+    completion = parse_completion(complete(current_app.extensions["upstream"], chat_body(chat), request.environ))
     g.record.tokens = (completion.usage or {}).get("completion_tokens")
     return Response(completion.text, content_type=TEXT)
 
