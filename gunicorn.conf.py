@@ -68,6 +68,16 @@ def _start_metrics(server):
             os.remove(stale)
 
 
+def post_worker_init(worker):
+    # Streams are many small writes: give gevent workers' connections a one-call write.
+    from gunicorn.workers.ggevent import GeventWorker
+
+    if isinstance(worker, GeventWorker):
+        from flaskapp import clientsocket
+
+        clientsocket.install(worker)
+
+
 def child_exit(server, worker):
     # A dead worker's counters still count; its live gauges (streams in flight) must not.
     from prometheus_client import multiprocess

@@ -57,3 +57,6 @@ def _share_gunicorn_logging() -> None:
         ours.handlers = gunicorn_log.handlers
         ours.setLevel(gunicorn_log.level)
         ours.propagate = False
+        # No line in gunicorn's format names a thread; asking for one on every record would
+        # make gevent build a dummy Thread object for each request's greenlet.
+        logging.logThreads = False

@@ -22,6 +22,7 @@ import ssl
 import sys
 import time
 from collections import deque
+from functools import partial
 from typing import Callable, Iterator
 
 import httpx2
@@ -200,6 +201,12 @@ class Body:
         self._complete = empty  # 204 and 304 have no body
         self._chunked = self._length = None
         self._keep_alive = True
+        self._drained = False
+        sock = connection.sock
+        # gevent's own wait for a plain socket to become readable (with the socket's
+        # timeout); not for TLS, whose buffer may hold bytes the socket no longer shows.
+        self._wait_readable = (partial(sock._wait, sock._read_event)
+                               if hasattr(sock, "_read_event") and not hasattr(sock, "pending") else None)
         for name, value in headers:
             name = name.lower()
             if name == b"transfer-encoding":
@@ -226,7 +233,12 @@ class Body:
             raise httpx2.ReadError(str(exc)) from None
 
     def _recv(self) -> bytes:
+        if self._drained and self._wait_readable is not None:
+            # The last read emptied the socket, so reading now would fail (EAGAIN) and
+            # then wait: a wasted system call and exception per token. Wait first.
+            self._wait_readable()
         data = self._connection.sock.recv(READ_SIZE)
+        self._drained = len(data) < READ_SIZE
         if not data:
             raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
         return data
