@@ -24,6 +24,8 @@ paths, so label values stay few. Probes, scrapes and static files are not counte
 from __future__ import annotations
 
 import os
+from functools import lru_cache
+from typing import Any
 
 from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -51,22 +53,28 @@ UPSTREAM_ERRORS = Counter("flaskapp_upstream_errors", "Requests failed by the mo
 RATE_LIMITED = Counter("flaskapp_rate_limited", "Requests refused by this gateway's rate limit.", ["route"])
 
 
+@lru_cache(maxsize=4096)  # label values are few (routes, statuses, error kinds): a bound, not a limit
+def _child(metric: Any, *values: str) -> Any:
+    # `labels()` checks and converts its values on every call; each request would pay it four times.
+    return metric.labels(*values)
+
+
 def observe(record: RequestRecord, **_: object) -> None:
     """Count one finished request (a `request_finished` receiver)."""
     route, status = record.route, record.status or 0
-    REQUESTS.labels(route, str(status), record.outcome or "").inc()
+    _child(REQUESTS, route, str(status), record.outcome or "").inc()
     if record.total_time is not None:
-        DURATION.labels(route).observe(record.total_time)
+        _child(DURATION, route).observe(record.total_time)
     if record.time_to_first_byte is not None and status < 400:
-        TIME_TO_FIRST_BYTE.labels(route).observe(record.time_to_first_byte)
+        _child(TIME_TO_FIRST_BYTE, route).observe(record.time_to_first_byte)
     if record.tokens:
-        TOKENS.labels(route, "stream" if record.chunks else "blocking").inc(record.tokens)
+        _child(TOKENS, route, "stream" if record.chunks else "blocking").inc(record.tokens)
     if record.outcome == CLIENT_DISCONNECTED:
-        CLIENT_DISCONNECTS.labels(route).inc()
+        _child(CLIENT_DISCONNECTS, route).inc()
     elif record.outcome == UPSTREAM_ERROR:
-        UPSTREAM_ERRORS.labels(record.error or "unknown").inc()
+        _child(UPSTREAM_ERRORS, record.error or "unknown").inc()
     elif record.outcome == REJECTED and status == 429:
-        RATE_LIMITED.labels(route).inc()
+        _child(RATE_LIMITED, route).inc()
 
 
 @bp.route("/metrics")
@@ -89,7 +97,7 @@ def init_app(app: Flask) -> None:
     def count_stream(response: Response) -> Response:
         record = g.get("record")
         if record is not None and response.is_streamed and response.status_code < 400:
-            gauge = STREAMS_IN_FLIGHT.labels(record.route)
+            gauge = _child(STREAMS_IN_FLIGHT, record.route)
             gauge.inc()
             response.call_on_close(gauge.dec)
         return response

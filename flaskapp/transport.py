@@ -22,17 +22,18 @@ import ssl
 import sys
 import time
 from collections import deque
-from functools import partial
+from functools import lru_cache, partial
 from typing import Callable, Iterator
 
 import httpx2
 
 
-def _poll() -> "select.poll":
+@lru_cache(maxsize=None)
+def _real_poll() -> Callable[[], "select.poll"]:
     # The real poll(2), even under gevent: a zero-timeout check needs no trip through the hub.
+    # (Looked up on first use, in the worker, after gevent has patched `select`.)
     monkey = sys.modules.get("gevent.monkey")
-    poll = monkey.get_original("select", "poll") if monkey else select.poll
-    return poll()
+    return monkey.get_original("select", "poll") if monkey else select.poll
 
 READ_SIZE = 16384  # bytes per read: larger batches more tokens per write, smaller keeps turns short
 MAX_HEAD = 65536
@@ -49,7 +50,7 @@ class _Connection:
     def alive(self) -> bool:
         """An idle keep-alive connection is usable while it has nothing to read (no EOF)."""
         try:
-            poller = _poll()
+            poller = _real_poll()()
             poller.register(self.sock.fileno(), select.POLLIN)
             return not poller.poll(0)
         except (OSError, ValueError):
