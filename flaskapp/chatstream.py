@@ -11,22 +11,24 @@ from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from .guard import ClientGone, Guard, UpstreamSilent
 
 
-def _yield_to_others() -> None:
+def _yield_to_others(seconds: float = 0) -> None:
     import gevent  # only ever called under gevent, where the guard has an event loop
 
-    gevent.sleep(0)
+    gevent.sleep(seconds)
 
 
 class ChatStream:
     """Iterate it for lists of content literals (one list per read), or `raw()` for the bytes."""
 
     def __init__(self, reads: Iterator[bytes], close: Callable[[], None], guard: Guard,
-                 first_token_timeout: float, idle_timeout: float, fair_slice: float = 0.001) -> None:
+                 first_token_timeout: float, idle_timeout: float, fair_slice: float = 0.001,
+                 interval: float = 0.0) -> None:
         self.parser = ChunkParser()
         self.close = close
         self._reads_from, self._guard = reads, guard
         self._first_token_timeout, self._idle_timeout = first_token_timeout, idle_timeout
         self._fair_slice = fair_slice  # seconds a stream may relay without the event loop turning
+        self._interval = interval if guard.loop is not None else 0.0  # least seconds between reads
 
     def __iter__(self) -> Iterator[list[bytes]]:
         return self._reads(raw=False)
@@ -39,11 +41,22 @@ class ChatStream:
         # One generator for both outputs: this loop runs once per upstream read.
         guard, parser, idle, reads = self._guard, self.parser, self._idle_timeout, self._reads_from
         loop, last_iteration, running_since = guard.loop if self._fair_slice else None, -1, 0.0
+        interval, read_at = self._interval, 0.0
         started = False  # until the first read, the guard holds the first-token deadline
         try:
             while True:
                 if guard.gone:
                     raise ClientGone()
+                if interval and started:
+                    # Every read is a write to the client, and each costs the worker about as
+                    # much CPU as a token's worth of bytes: let tokens gather in the socket.
+                    pause = read_at + interval - time.monotonic()
+                    if pause > 0:
+                        guard.waiting = True  # a client leaving ends the pause, and the stream
+                        try:
+                            _yield_to_others(pause)
+                        finally:
+                            guard.waiting = False
                 now = time.monotonic()
                 if started:
                     guard.deadline = now + idle
@@ -64,6 +77,8 @@ class ChatStream:
                 finally:
                     guard.waiting = False
                 started = True
+                if interval:
+                    read_at = time.monotonic()
                 pieces = parser.feed(data)
                 if parser.error is not None:
                     raise UpstreamError(_error_message(parser.error))

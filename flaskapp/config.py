@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "UPSTREAM_MAX_CONNECTIONS": 10_000,  # per worker; one per concurrent stream
     "UPSTREAM_TRANSPORT": "lean",  # "httpx" for httpx's own transport (proxies, HTTP/2)
     "FAIR_SLICE": 0.001,  # seconds a stream may relay without letting others run; 0: never yield
+    # Seconds between a stream's writes: tokens arriving meanwhile go out together, in one
+    # write. 0: each upstream read is written at once. Up to 1 s.
+    "STREAM_INTERVAL": 0.0,
     # Reliability: concurrent upstream calls per worker before 503 + Retry-After (0: no cap).
     # Half gunicorn's worker_connections (4000), so rejections and /healthz still get through.
     "MAX_INFLIGHT": 2000,
@@ -62,6 +65,15 @@ def _non_negative(cast: Callable[[Any], Any]) -> Callable[[Any], Any]:
         value = cast(value)
         if value < 0:
             raise ValueError("must be zero or more")
+        return value
+    return check
+
+
+def _at_most(limit: float, cast: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        value = cast(value)
+        if value > limit:
+            raise ValueError(f"must be at most {limit:g}")
         return value
     return check
 
@@ -150,6 +162,7 @@ _CASTS: dict[str, Callable[[Any], Any]] = {
     "UPSTREAM_MAX_CONNECTIONS": _positive(int),
     "UPSTREAM_TRANSPORT": _choice("lean", "httpx"),
     "FAIR_SLICE": _non_negative(float),
+    "STREAM_INTERVAL": _at_most(1.0, _non_negative(float)),
     "DEMO_MAX_CONCURRENCY": _positive(int),
     "MAX_INFLIGHT": _non_negative(int),
     "API_KEYS": _api_keys,
@@ -180,6 +193,9 @@ def load(app: Flask, overrides: dict[str, Any] | None = None) -> None:
         except (TypeError, ValueError) as exc:
             shown = "hidden" if name in _SECRET else repr(app.config[name])
             raise ConfigError(f"FLASKAPP_{name}: {exc} (got {shown})") from None
+    if app.config["STREAM_INTERVAL"] >= app.config["IDLE_TIMEOUT"]:
+        raise ConfigError("FLASKAPP_STREAM_INTERVAL: must be shorter than FLASKAPP_IDLE_TIMEOUT "
+                          f"(got {app.config['STREAM_INTERVAL']:g} s and {app.config['IDLE_TIMEOUT']:g} s)")
     # The configured model is always on the allow-list.
     app.config["ALLOWED_MODELS"] = (app.config["MODEL"],) + tuple(
         m for m in app.config["ALLOWED_MODELS"] if m != app.config["MODEL"])

@@ -37,6 +37,7 @@ def _real_poll() -> Callable[[], "select.poll"]:
 
 READ_SIZE = 16384  # bytes per read: larger batches more tokens per write, smaller keeps turns short
 MAX_HEAD = 65536
+FRESH = 0.005  # seconds: a socket emptied more recently than this is taken to be still empty
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
@@ -202,7 +203,7 @@ class Body:
         self._complete = empty  # 204 and 304 have no body
         self._chunked = self._length = None
         self._keep_alive = True
-        self._drained = False
+        self._drained, self._read_at = False, 0.0
         sock = connection.sock
         # gevent's own wait for a plain socket to become readable (with the socket's
         # timeout); not for TLS, whose buffer may hold bytes the socket no longer shows.
@@ -234,12 +235,14 @@ class Body:
             raise httpx2.ReadError(str(exc)) from None
 
     def _recv(self) -> bytes:
-        if self._drained and self._wait_readable is not None:
-            # The last read emptied the socket, so reading now would fail (EAGAIN) and
-            # then wait: a wasted system call and exception per token. Wait first.
+        if self._drained and self._wait_readable is not None and time.monotonic() - self._read_at < FRESH:
+            # The last read emptied the socket moments ago, so reading now would fail
+            # (EAGAIN) and then wait: a wasted system call and exception per token. Wait
+            # first. (A socket emptied longer ago, by a stream that paused, has likely
+            # filled again: there, waiting first would cost a trip through the hub.)
             self._wait_readable()
         data = self._connection.sock.recv(READ_SIZE)
-        self._drained = len(data) < READ_SIZE
+        self._drained, self._read_at = len(data) < READ_SIZE, time.monotonic()
         if not data:
             raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
         return data

@@ -52,12 +52,13 @@ class UpstreamSettings:
     max_connections: int = 10_000
     transport: str = "lean"  # or "httpx": every request through client.post() and httpx
     fair_slice: float = 0.001  # seconds a stream may relay before letting others run; 0: never
+    stream_interval: float = 0.0  # least seconds between a stream's reads (so writes); 0: none
 
     @classmethod
     def from_config(cls, config: Any) -> "UpstreamSettings":
         return cls(config["CONNECT_TIMEOUT"], config["FIRST_TOKEN_TIMEOUT"], config["IDLE_TIMEOUT"],
                    config["REQUEST_TIMEOUT"], config["MAX_RETRIES"], config["UPSTREAM_MAX_CONNECTIONS"],
-                   config["UPSTREAM_TRANSPORT"], config["FAIR_SLICE"])
+                   config["UPSTREAM_TRANSPORT"], config["FAIR_SLICE"], config["STREAM_INTERVAL"])
 
 
 @dataclass
@@ -140,7 +141,8 @@ class Upstream:
                 reads, close = response.iter_bytes(), response.close
         except UpstreamSilent:
             raise UpstreamTimeout(f"The model server sent nothing within {s.first_token_timeout:g} s.") from None
-        return ChatStream(reads, close, guard, s.first_token_timeout, s.idle_timeout, s.fair_slice)
+        return ChatStream(reads, close, guard, s.first_token_timeout, s.idle_timeout, s.fair_slice,
+                          s.stream_interval)
 
     def _retrying(self, attempt: Callable[[], T], guard: Guard, deadline: float) -> T:
         """Retry where it is safe: before any answer, on connection errors, 429 and 5xx, with

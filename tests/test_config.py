@@ -15,8 +15,16 @@ def test_environment_settings_are_cast(monkeypatch):
 
 
 @pytest.mark.parametrize("name, value", [("IDLE_TIMEOUT", "soon"), ("MAX_TOKENS_LIMIT", "0"),
-                                         ("MAX_RETRIES", "-1"), ("MODEL", " ")])
+                                         ("MAX_RETRIES", "-1"), ("MODEL", " "), ("STREAM_INTERVAL", "-0.1"),
+                                         ("STREAM_INTERVAL", "2")])
 def test_bad_settings_fail_loudly_at_start_up(monkeypatch, name, value):
     monkeypatch.setenv(f"FLASKAPP_{name}", value)
     with pytest.raises(ConfigError, match=f"FLASKAPP_{name}"):
+        create_app()
+
+
+def test_a_stream_interval_must_be_shorter_than_the_idle_timeout(monkeypatch):
+    monkeypatch.setenv("FLASKAPP_IDLE_TIMEOUT", "0.5")
+    monkeypatch.setenv("FLASKAPP_STREAM_INTERVAL", "0.5")
+    with pytest.raises(ConfigError, match="FLASKAPP_STREAM_INTERVAL: must be shorter than FLASKAPP_IDLE_TIMEOUT"):
         create_app()
