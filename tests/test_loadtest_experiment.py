@@ -91,3 +91,18 @@ def test_a_set_up_that_will_not_start_is_reported_and_the_rest_still_run(tmp_pat
     (cell,) = json.loads((out / "cells.json").read_text())
     assert cell["setup"] == "direct" and cell["summary"]["completed"] == 1
     assert "would not start" in (out / "report.md").read_text()
+
+
+def test_the_peer_apps_run_on_the_same_rig(tmp_path):
+    # The README compares our hot path with these (benchmarks/peers/): keep the command working.
+    peer = "-c benchmarks/peers/gunicorn.conf.py -w 1 --pythonpath benchmarks/peers/"
+    out = tmp_path / "out"
+    main(["experiment", "--out", str(out), "--setup", f"plain={peer}plain", "--setup", f"raw={peer}raw",
+          "--setup", f"fastapi={peer}fastapi -k uvicorn_worker.UvicornWorker", "--kinds", "block,stream",
+          "--concurrency", "3", "--ttft", "0.01", "--tokens-per-second", "1000", "--tokens", "10", "--quiet", "--no-pin"])
+    cells = json.loads((out / "cells.json").read_text())
+    assert [(c["setup"], c["kind"]) for c in cells] == [
+        (setup, kind) for setup in ("plain", "raw", "fastapi") for kind in ("block", "stream")]
+    for cell in cells:
+        assert cell["summary"]["completed"] == 3 and cell["summary"]["errors_by_kind"] == {}, cell
+        assert cell["upstream_tokens"] == 30 and cell["server_cpu_s"] is not None
