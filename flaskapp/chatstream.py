@@ -48,8 +48,8 @@ class ChatStream:
                 if guard.gone:
                     raise ClientGone()
                 if interval and started:
-                    # Every read is a write to the client, and each costs the worker about as
-                    # much CPU as a token's worth of bytes: let tokens gather in the socket.
+                    # A read and its write cost the worker the same however few tokens they
+                    # carry: pausing lets tokens gather in the socket for one read to take.
                     pause = read_at + interval - time.monotonic()
                     if pause > 0:
                         guard.waiting = True  # a client leaving ends the pause, and the stream
