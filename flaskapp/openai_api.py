@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from . import backpressure
 from .errors import ApiError, InvalidRequest, unreadable
 from .params import request_body
-from .relay import STREAM_HEADERS, Relay, complete
+from .relay import Relay, complete
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
@@ -34,10 +34,7 @@ def chat_completions() -> Response:
     upstream = current_app.extensions["upstream"]
     if body.get("stream"):
         relay = Relay.open(upstream, body, request.environ, g.record, raw=True)
-        response = Response(stream_with_context(relay.passthrough()),
-                            content_type="text/event-stream; charset=utf-8", headers=STREAM_HEADERS)
-        response.call_on_close(relay.close)
-        return response
+        return relay.response(relay.passthrough(), "text/event-stream; charset=utf-8")
     answer = complete(upstream, body, request.environ)
     try:
         json.loads(answer)  # a 200 whose body no SDK could parse is the upstream's failure

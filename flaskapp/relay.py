@@ -14,6 +14,8 @@ from __future__ import annotations
 import socket
 from typing import Any, Callable, Iterator
 
+from flask import Response, stream_with_context
+
 from .chatstream import ChatStream
 from .chunks import sse_event, text_of
 from .errors import ApiError, ClientClosedRequest, UpstreamError
@@ -63,6 +65,12 @@ class Relay:
     def close(self) -> None:
         """For the response's close: a body the server never iterated still ends the upstream call."""
         self._finish(CLIENT_DISCONNECTED)
+
+    def response(self, body: Iterator[bytes], content_type: str) -> Response:
+        """The streamed response for one of this relay's bodies, whose close ends the upstream call."""
+        response = Response(stream_with_context(body), content_type=content_type, headers=STREAM_HEADERS)
+        response.call_on_close(self.close)
+        return response
 
     def text(self) -> Iterator[bytes]:
         """Plain text; a failure after the first byte aborts the connection."""

@@ -1,10 +1,10 @@
 """The prompt views: `/` answers when the whole answer is ready, `/stream` as it is written."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, g, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, request
 
 from . import backpressure, params
-from .relay import STREAM_HEADERS, Relay, complete
+from .relay import Relay, complete
 from .upstream import chat_body, parse_completion
 
 bp = Blueprint("prompt", __name__)
@@ -42,8 +42,5 @@ def stream() -> Response:
     relay = Relay.open(current_app.extensions["upstream"], chat_body(chat, stream=True),
                        request.environ, g.record)
     if _wants_sse(chat):
-        response = Response(stream_with_context(relay.sse()), content_type=SSE, headers=STREAM_HEADERS)
-    else:
-        response = Response(stream_with_context(relay.text()), content_type=TEXT, headers=STREAM_HEADERS)
-    response.call_on_close(relay.close)
-    return response
+        return relay.response(relay.sse(), SSE)
+    return relay.response(relay.text(), TEXT)
