@@ -56,7 +56,8 @@ def serve(fd: int, upstream_port: int, interval: float) -> None:
         max_tokens = TOKENS
         if b"max_tokens=" in target:
             max_tokens = int(target.split(b"max_tokens=")[1].split(b"&")[0])
-        body = b'{"model":"gpt-4","stream":true,"max_tokens":%d,"messages":[{"role":"user","content":"hi"}]}' % max_tokens
+        body = (b'{"model":"gpt-4","stream":true,"max_tokens":%d,'
+                b'"messages":[{"role":"user","content":"hi"}]}' % max_tokens)
         if idle:
             upstream = idle.pop()
         else:
@@ -65,6 +66,7 @@ def serve(fd: int, upstream_port: int, interval: float) -> None:
         upstream.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         data = upstream.recv(65536)
         data = data[data.index(b"\r\n\r\n") + 4:]  # the emulator's head: 200, chunked
+        wait, read_event = upstream._wait, upstream._read_event
         client.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
                        b"Connection: close\r\n\r\n")
         while True:
@@ -73,8 +75,14 @@ def serve(fd: int, upstream_port: int, interval: float) -> None:
             if data.endswith(b"0\r\n\r\n"):
                 break
             if interval:
-                gevent.sleep(interval)
-            data = upstream.recv(65536)
+                gevent.sleep(interval)  # let tokens gather
+            else:
+                wait(read_event)  # the next token is not there yet: wait, rather than fail a read first
+            try:
+                data = upstream._sock.recv(65536)  # the real, non-blocking socket
+            except BlockingIOError:  # a pause that ended before anything came
+                wait(read_event)
+                data = upstream._sock.recv(65536)
             if not data:
                 upstream.close()
                 return
