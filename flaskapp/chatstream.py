@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import httpx2
 
 from .chunks import ChunkParser, MalformedChunk
 from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from .guard import ClientGone, Guard, UpstreamSilent
+
+if TYPE_CHECKING:
+    from .upstream import UpstreamSettings
 
 
 def _yield_to_others(seconds: float = 0) -> None:
@@ -21,14 +24,14 @@ class ChatStream:
     """Iterate it for lists of content literals (one list per read), or `raw()` for the bytes."""
 
     def __init__(self, reads: Iterator[bytes], close: Callable[[], None], guard: Guard,
-                 first_token_timeout: float, idle_timeout: float, fair_slice: float = 0.001,
-                 interval: float = 0.0) -> None:
+                 settings: "UpstreamSettings") -> None:
         self.parser = ChunkParser()
         self.close = close
         self._reads_from, self._guard = reads, guard
-        self._first_token_timeout, self._idle_timeout = first_token_timeout, idle_timeout
-        self._fair_slice = fair_slice  # seconds a stream may relay without the event loop turning
-        self._interval = interval if guard.loop is not None else 0.0  # least seconds between reads
+        self._first_token_timeout, self._idle_timeout = settings.first_token_timeout, settings.idle_timeout
+        self._fair_slice = settings.fair_slice  # seconds a stream may relay without the event loop turning
+        # least seconds between reads
+        self._interval = settings.stream_interval if guard.loop is not None else 0.0
 
     def __iter__(self) -> Iterator[list[bytes]]:
         return self._reads(raw=False)

@@ -30,6 +30,11 @@ DEFAULTS: dict[str, Any] = {
     "FIRST_TOKEN_TIMEOUT": 60.0,  # seconds from request to the first streamed token
     "IDLE_TIMEOUT": 60.0,  # longest silence between two streamed chunks
     "REQUEST_TIMEOUT": 600.0,  # whole blocking call
+    "STREAM_TIMEOUT": 1800.0,  # whole streamed answer
+    "MAX_ANSWER_BYTES": 32 * 1024 * 1024,  # largest upstream answer, streamed or blocking
+    # A client that stalls this long, sending its body (408) or taking our bytes, is dropped.
+    # As nginx's client_body_timeout and send_timeout.
+    "CLIENT_TIMEOUT": 60.0,
     "MAX_RETRIES": 2,  # upstream retries before the first byte (connection errors, 429, 5xx)
     "UPSTREAM_MAX_CONNECTIONS": 10_000,  # per worker; one per concurrent stream
     "UPSTREAM_TRANSPORT": "lean",  # "httpx" for httpx's own transport (proxies, HTTP/2)
@@ -158,6 +163,9 @@ _CASTS: dict[str, Callable[[Any], Any]] = {
     "FIRST_TOKEN_TIMEOUT": _positive(float),
     "IDLE_TIMEOUT": _positive(float),
     "REQUEST_TIMEOUT": _positive(float),
+    "STREAM_TIMEOUT": _positive(float),
+    "MAX_ANSWER_BYTES": _positive(int),
+    "CLIENT_TIMEOUT": _positive(float),
     "MAX_RETRIES": _non_negative(int),
     "UPSTREAM_MAX_CONNECTIONS": _positive(int),
     "UPSTREAM_TRANSPORT": _choice("lean", "httpx"),

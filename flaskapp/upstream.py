@@ -53,12 +53,17 @@ class UpstreamSettings:
     transport: str = "lean"  # or "httpx": every request through client.post() and httpx
     fair_slice: float = 0.001  # seconds a stream may relay before letting others run; 0: never
     stream_interval: float = 0.0  # least seconds between a stream's reads (so writes); 0: none
+    stream_timeout: float = 1800.0  # whole streamed answer
+    max_answer_bytes: int = 32 * 1024 * 1024  # largest upstream answer, streamed or blocking
 
     @classmethod
     def from_config(cls, config: Any) -> "UpstreamSettings":
-        return cls(config["CONNECT_TIMEOUT"], config["FIRST_TOKEN_TIMEOUT"], config["IDLE_TIMEOUT"],
-                   config["REQUEST_TIMEOUT"], config["MAX_RETRIES"], config["UPSTREAM_MAX_CONNECTIONS"],
-                   config["UPSTREAM_TRANSPORT"], config["FAIR_SLICE"], config["STREAM_INTERVAL"])
+        return cls(connect_timeout=config["CONNECT_TIMEOUT"], first_token_timeout=config["FIRST_TOKEN_TIMEOUT"],
+                   idle_timeout=config["IDLE_TIMEOUT"], request_timeout=config["REQUEST_TIMEOUT"],
+                   max_retries=config["MAX_RETRIES"], max_connections=config["UPSTREAM_MAX_CONNECTIONS"],
+                   transport=config["UPSTREAM_TRANSPORT"], fair_slice=config["FAIR_SLICE"],
+                   stream_interval=config["STREAM_INTERVAL"], stream_timeout=config["STREAM_TIMEOUT"],
+                   max_answer_bytes=config["MAX_ANSWER_BYTES"])
 
 
 @dataclass
@@ -141,8 +146,7 @@ class Upstream:
                 reads, close = response.iter_bytes(), response.close
         except UpstreamSilent:
             raise UpstreamTimeout(f"The model server sent nothing within {s.first_token_timeout:g} s.") from None
-        return ChatStream(reads, close, guard, s.first_token_timeout, s.idle_timeout, s.fair_slice,
-                          s.stream_interval)
+        return ChatStream(reads, close, guard, s)
 
     def _retrying(self, attempt: Callable[[], T], guard: Guard, deadline: float) -> T:
         """Retry where it is safe: before any answer, on connection errors, 429 and 5xx, with

@@ -2,6 +2,7 @@
 from flaskapp.chatstream import ChatStream
 from flaskapp.relay import Relay
 from flaskapp.requestlog import RequestRecord
+from flaskapp.upstream import UpstreamSettings
 
 
 class FakeUpstream:
@@ -12,7 +13,7 @@ class FakeUpstream:
         self.events, self.closed = events, False
 
     def open_stream(self, body, guard) -> ChatStream:
-        return ChatStream(iter(self.events), self.close, guard, 5.0, 5.0)
+        return ChatStream(iter(self.events), self.close, guard, UpstreamSettings(first_token_timeout=5.0, idle_timeout=5.0))
 
     def close(self) -> None:
         self.closed = True
