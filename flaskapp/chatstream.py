@@ -1,6 +1,13 @@
-"""An open upstream chat-completions stream: its bytes, checked, as content or as they came."""
+"""An open upstream chat-completions stream: its bytes, checked, as content or as whole events.
+
+Every read is bounded: by the first-token and idle deadlines (the guard's, while waiting),
+by the whole stream's time (`stream_timeout`, checked per read and held by the guard's
+deadline while the upstream is silent) and by the answer's size (`max_answer_bytes`).
+Past any of them the stream raises an `UpstreamError`, as for an upstream error event.
+"""
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -12,6 +19,9 @@ from .guard import ClientGone, Guard, UpstreamSilent
 
 if TYPE_CHECKING:
     from .upstream import UpstreamSettings
+
+
+_ERROR_KIND = re.compile(r"[a-z_]{1,40}")
 
 
 def _yield_to_others(seconds: float = 0) -> None:
@@ -32,12 +42,15 @@ class ChatStream:
         self._fair_slice = settings.fair_slice  # seconds a stream may relay without the event loop turning
         # least seconds between reads
         self._interval = settings.stream_interval if guard.loop is not None else 0.0
+        self._stream_timeout, self._max_bytes = settings.stream_timeout, settings.max_answer_bytes
+        self._stream_deadline = time.monotonic() + settings.stream_timeout
+        guard.deadline = min(guard.deadline, self._stream_deadline)
 
     def __iter__(self) -> Iterator[list[bytes]]:
         return self._reads(raw=False)
 
     def raw(self) -> Iterator[bytes]:
-        """The upstream's bytes as they arrive, checked on the way through."""
+        """The upstream's whole events as they arrive, checked on the way through; never an error event."""
         return self._reads(raw=True)
 
     def _reads(self, raw: bool) -> Iterator:
@@ -45,6 +58,7 @@ class ChatStream:
         guard, parser, idle, reads = self._guard, self.parser, self._idle_timeout, self._reads_from
         loop, last_iteration, running_since = guard.loop if self._fair_slice else None, -1, 0.0
         interval, read_at = self._interval, 0.0
+        stream_deadline, max_bytes, received = self._stream_deadline, self._max_bytes, 0
         started = False  # until the first read, the guard holds the first-token deadline
         try:
             while True:
@@ -62,7 +76,9 @@ class ChatStream:
                             guard.waiting = False
                 now = time.monotonic()
                 if started:
-                    guard.deadline = now + idle
+                    if now >= stream_deadline:  # an upstream that never pauses is never silent
+                        raise UpstreamSilent()
+                    guard.deadline = min(now + idle, stream_deadline)
                 if loop is not None:
                     # gevent switches only when a greenlet would block. An upstream that always
                     # has data ready would keep this one running and starve every other request
@@ -76,20 +92,30 @@ class ChatStream:
                 try:
                     data = next(reads)
                 except StopIteration:
-                    break
+                    data = parser.finish()  # a last event the upstream left unterminated
+                    if not data:
+                        break
                 finally:
                     guard.waiting = False
                 started = True
                 if interval:
                     read_at = time.monotonic()
-                pieces = parser.feed(data)
+                received += len(data)
+                if received > max_bytes:
+                    raise UpstreamError(f"The model server's answer exceeded {max_bytes} bytes.")
+                events = parser.take(data)
+                if not events:
+                    continue
+                pieces = parser.parse(events)
                 if parser.error is not None:
                     raise UpstreamError(_error_message(parser.error))
                 if raw:
-                    yield data
+                    yield events
                 elif pieces:
                     yield pieces
         except UpstreamSilent:
+            if time.monotonic() >= self._stream_deadline:
+                raise UpstreamTimeout(f"The answer took more than {self._stream_timeout:g} s.") from None
             what = "the next chunk" if started else "the first token"
             limit = idle if started else self._first_token_timeout
             raise UpstreamTimeout(f"The model server sent {what} after more than {limit:g} s.") from None
@@ -104,5 +130,8 @@ class ChatStream:
 
 
 def _error_message(error: dict) -> str:
-    kind = str(error.get("type") or error.get("code") or "error")[:60]
+    # Only a word like `server_error` from the upstream's error: its message may quote the key.
+    kind = error.get("type") or error.get("code")
+    if not (isinstance(kind, str) and _ERROR_KIND.fullmatch(kind)):
+        kind = "error"
     return f"The model server failed mid-stream ({kind})."

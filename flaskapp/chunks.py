@@ -1,31 +1,50 @@
 """Reading the upstream's chat-completion SSE bytes, and writing ours — without model objects.
 
 Building the `openai` client's pydantic objects for every chunk is most of the CPU a
-naive relay spends. Here a standard content chunk is recognised by a few byte searches
-and its text kept as the JSON string literal it arrived as (`b'" word"'`), which both
-outputs can use as is; anything unusual (escapes, finish reasons, usage, errors) takes
-the slow, exact path through `json.loads`.
+naive relay spends. Here a standard content chunk (one `data:` line, one choice, index 0)
+is recognised by a few byte searches and its text kept as the JSON string literal it
+arrived as (`b'" word"'`), which both outputs can use as is; anything unusual (escapes,
+finish reasons, usage, errors, other choices, multi-line events) takes the slow, exact
+path through `json.loads`.
+
+Bytes are taken in whole events only (up to the last blank line, `\\n\\n` or `\\n\\r\\n`):
+the rest waits, as a list of pieces so that a long event costs linear time, and past
+`MAX_EVENT_BYTES` it is a malformed event.
 """
 from __future__ import annotations
 
 import json
 
+MAX_EVENT_BYTES = 1024 * 1024  # an incomplete event longer than this is not a chat-completion chunk
+
 _DELTA = b'"delta":{'
 _CONTENT = b'"content":"'
 _NOT_FINISHED = b'"finish_reason":null'
+_INDEX = b'"index":'  # cannot occur inside a JSON string, where every quote is escaped
+_FIRST_CHOICE = (b"0,", b"0}")
 
 
 class MalformedChunk(ValueError):
-    """The upstream sent an event that is not a chat-completion chunk."""
+    """The upstream sent an event that is not a chat-completion chunk (the message quotes none of it)."""
+
+
+def _end_of_events(data: bytes) -> int:
+    """Where the last complete event in `data` ends, or -1."""
+    if data[-2:] == b"\n\n":
+        return len(data)  # the common case: reads end where events do
+    lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\n\r\n")
+    return max(lf + 2 if lf >= 0 else -1, crlf + 3 if crlf >= 0 else -1)
 
 
 class ChunkParser:
     """Feed it the bytes as they arrive; it returns each completed chunk's content."""
 
-    __slots__ = ("_pending", "finish_reason", "usage", "done", "error", "chunks")
+    __slots__ = ("_pending", "_pending_bytes", "_tail", "finish_reason", "usage", "done", "error", "chunks")
 
     def __init__(self) -> None:
-        self._pending = b""
+        self._pending: list[bytes] = []  # an incomplete event's pieces, joined once it completes
+        self._pending_bytes = 0
+        self._tail = b""  # the pending bytes' last two, for a boundary split across reads
         self.finish_reason: str | None = None
         self.usage: dict | None = None
         self.done = False  # `data: [DONE]` seen
@@ -33,42 +52,93 @@ class ChunkParser:
         self.chunks = 0  # content chunks seen
 
     def feed(self, data: bytes) -> list[bytes]:
-        """JSON string literals of the content completed by `data`, in order."""
+        """JSON string literals of choice 0's content completed by `data`, in order."""
+        events = self.take(data)
+        return self.parse(events) if events else []
+
+    def take(self, data: bytes) -> bytes:
+        """The whole events completed by `data` (with what was pending), as they came; b"" if none."""
         if self._pending:
-            data, self._pending = self._pending + data, b""
-        if data.find(b"\n") == len(data) - 2 and data[-1:] == b"\n":
-            lines = [data[:-2]]  # the common case: one read, one event of one line
-        else:
-            lines = data.split(b"\n")
-            self._pending = lines.pop()
+            if _end_of_events(self._tail + data[:2]) < 0 and _end_of_events(data) < 0:
+                self._hold(data)
+                return b""
+            self._pending.append(data)
+            data = b"".join(self._pending)
+            self._pending, self._pending_bytes, self._tail = [], 0, b""
+        end = _end_of_events(data)
+        if end == len(data):
+            return data
+        self._hold(data[end:] if end > 0 else data)
+        return data[:end] if end > 0 else b""
+
+    def finish(self) -> bytes:
+        """At the end of the stream: an unterminated last event whose lines are whole, as if ended."""
+        if not self._pending:
+            return b""
+        data = b"".join(self._pending)
+        self._pending, self._pending_bytes, self._tail = [], 0, b""
+        return data + b"\n" if data[-1:] == b"\n" else b""
+
+    def _hold(self, data: bytes) -> None:
+        self._pending_bytes += len(data)
+        if self._pending_bytes > MAX_EVENT_BYTES:
+            raise MalformedChunk(f"an event longer than {MAX_EVENT_BYTES} bytes")
+        self._pending.append(data)
+        self._tail = (self._tail + data)[-2:]
+
+    def parse(self, events: bytes) -> list[bytes]:
+        """The content literals of whole events (from `take`), recording finish, usage, done and errors."""
+        if events.find(b"\n") == len(events) - 2:  # the common case: one event of one line
+            literal = self._fast(events[:-2]) if events.startswith(b"data:") else None
+            if literal:
+                self.chunks += 1
+                return [literal]
+            return []
         found = []
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue  # blank separators, `: comments`, `event:` and `id:` fields
-            start = line.find(_CONTENT, line.find(_DELTA))
-            if start > 0 and _NOT_FINISHED in line:
-                start += 10
-                end = line.find(b'"', start + 1)
-                literal = line[start:end + 1]
-                if end > 0 and b"\\" not in literal:
-                    if end > start + 1:  # not the empty "" of a role-only chunk
-                        found.append(literal)
-                    continue
-            literal = self._parse(line)
+        data = None  # the current event's data, while it has a single line
+        values = None  # the current event's data values, once it has several
+        for line in events.split(b"\n"):  # events end with a blank line: each one is dispatched
+            if line.startswith(b"data:"):
+                if data is None:
+                    data = line
+                else:  # several `data:` lines make one payload, joined by newlines
+                    values = values or [_value(data)]
+                    values.append(_value(line))
+                continue
+            if data is None or (line and line != b"\r"):
+                continue  # `: comments`, `event:`, `id:` and `retry:` fields
+            if values is not None:
+                literal = self._parse(b"\n".join(values))
+                values = None
+            else:
+                literal = self._fast(data)
+            data = None
             if literal:
                 found.append(literal)
         self.chunks += len(found)
         return found
 
-    def _parse(self, line: bytes) -> bytes | None:
-        payload = line[5:].strip()
+    def _fast(self, line: bytes) -> bytes | None:
+        start = line.find(_CONTENT, line.find(_DELTA))
+        if start > 0 and _NOT_FINISHED in line:
+            index = line.find(_INDEX)
+            if index > 0 and line[index + 8:index + 10] in _FIRST_CHOICE and line.find(_INDEX, index + 10) < 0:
+                start += 10
+                end = line.find(b'"', start + 1)
+                literal = line[start:end + 1]
+                if end > 0 and b"\\" not in literal:
+                    return literal if end > start + 1 else None  # "" is a role-only chunk
+        return self._parse(line[5:])
+
+    def _parse(self, payload: bytes) -> bytes | None:
+        payload = payload.strip()
         if payload == b"[DONE]":
             self.done = True
             return None
         try:
             chunk = json.loads(payload)
-        except ValueError:
-            raise MalformedChunk(f"not JSON: {payload[:80]!r}") from None
+        except (ValueError, RecursionError):
+            raise MalformedChunk("not JSON, or nested too deep") from None
         if not isinstance(chunk, dict):
             raise MalformedChunk("not a JSON object")
         if "error" in chunk:
@@ -82,7 +152,7 @@ class ChunkParser:
             raise MalformedChunk("no 'choices' list")
         for choice in choices:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
+                continue  # with n > 1, `/stream` reads choice 0 only
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
             delta = choice.get("delta") or {}
@@ -95,6 +165,12 @@ class ChunkParser:
     def complete(self) -> bool:
         """Whether the upstream said it had finished (a truncated stream never is)."""
         return self.error is None and (self.done or self.finish_reason is not None)
+
+
+def _value(line: bytes) -> bytes:
+    """A `data:` line's value: without the field name, one leading space, or a trailing CR."""
+    value = line[5:].rstrip(b"\r")
+    return value[1:] if value[:1] == b" " else value
 
 
 def text_of(literal: bytes) -> bytes:

@@ -8,6 +8,9 @@ read, however many tokens it held, and no per-token objects.
 A failure after the first byte cannot change the status any more. The SSE body says
 so with `event: error`; the plain-text body aborts the connection before the final
 chunk, so the client sees an incomplete transfer, never a short answer that looks whole.
+
+Whatever the upstream sends, the configured upstream key never goes out: each write is
+searched for it (one `bytes.find`), and a write holding it ends the stream with our error.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ Encoder = Callable[[list[bytes]], bytes]
 
 # Streams must reach the client as they are written: no proxy buffering, no caching.
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Shorter "keys" (test and emulator placeholders) are no secret, and would match ordinary text.
+MIN_GUARDED_KEY = 8
 
 
 def encode_text(pieces: list[bytes]) -> bytes:
@@ -40,9 +45,10 @@ def encode_sse(pieces: list[bytes]) -> bytes:
 
 class Relay:
     def __init__(self, stream: ChatStream, items: Iterator, first: Any,
-                 guard: Guard, record: RequestRecord, environ: dict) -> None:
+                 guard: Guard, record: RequestRecord, environ: dict, key: bytes | None = None) -> None:
         self.stream, self._items, self._first = stream, items, first
         self.guard, self.record, self._environ = guard, record, environ
+        self._key = key  # the upstream's key, which no byte we send may contain
 
     @classmethod
     def open(cls, upstream: Upstream, body: dict[str, Any], environ: dict,
@@ -60,7 +66,7 @@ class Relay:
         except ApiError:
             _close(stream, guard)
             raise
-        return cls(stream, items, first, guard, record, environ)
+        return cls(stream, items, first, guard, record, environ, _secret(upstream))
 
     def close(self) -> None:
         """For the response's close: a body the server never iterated still ends the upstream call."""
@@ -86,26 +92,39 @@ class Relay:
 
     def _relay(self, encode: Encoder | None, fail: Callable[[UpstreamError], Iterator[bytes]],
                done: Callable[[], bytes] | None) -> Iterator[bytes]:
-        record = self.record
+        record, key = self.record, self._key
         if record.written:
             return  # closed before the server iterated it
         record.status = 200
         try:
             if self._first:
                 out = encode(self._first) if encode else self._first
+                if key is not None and out.find(key) >= 0:
+                    raise UpstreamError(_KEY_SEEN)
                 record.first_byte()
                 record.bytes += len(out)
                 yield out
             for item in self._items:
                 out = encode(item) if encode else item
+                if key is not None and out.find(key) >= 0:
+                    raise UpstreamError(_KEY_SEEN)
                 record.bytes += len(out)
                 yield out
             if done is not None:
-                yield done()
+                out = done()
+                record.bytes += len(out)
+                yield out
             self._finish(COMPLETED)
         except UpstreamError as exc:
-            self._finish(UPSTREAM_ERROR, exc.type)
-            yield from fail(exc)
+            # Our own words, never the upstream's: only the message of an error we made goes out.
+            out = b""
+            try:
+                out = b"".join(fail(exc))  # the plain-text body aborts its connection here
+                record.bytes += len(out)
+            finally:
+                self._finish(UPSTREAM_ERROR, exc.type)
+            if out:
+                yield out
         except (ClientGone, GeneratorExit, OSError):
             # GeneratorExit: the server closed us after a failed write to the client.
             self._finish(CLIENT_DISCONNECTED)
@@ -156,6 +175,18 @@ def complete(upstream: Upstream, body: dict[str, Any], environ: dict) -> bytes:
         raise ClientClosedRequest("The client closed the connection.") from None
     finally:
         guard.close()
+
+
+_KEY_SEEN = "The model server's answer was withheld: it held this service's credentials."
+
+
+def _secret(upstream: Upstream) -> bytes | None:
+    """The upstream key as bytes, when it is long enough to be a secret worth searching for."""
+    client = getattr(upstream, "client", None)
+    key = getattr(client, "api_key", None)
+    if not isinstance(key, str) or len(key) < MIN_GUARDED_KEY:
+        return None
+    return key.encode("utf-8", "replace")
 
 
 def _close(stream: ChatStream | None, guard: Guard) -> None:

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from flaskapp.chunks import ChunkParser, MalformedChunk, sse_event, text_of
+from flaskapp.chunks import MAX_EVENT_BYTES, ChunkParser, MalformedChunk, sse_event, text_of
 
 
 def chunk(delta: dict, finish_reason=None, **extra) -> bytes:
@@ -69,3 +69,90 @@ def test_malformed_events_raise(line):
 
 def test_sse_event_is_one_json_data_line():
     assert sse_event({"a": "b\nc"}, event="done") == b'event: done\ndata: {"a":"b\\nc"}\n\n'
+
+
+def test_only_whole_events_are_taken_and_the_rest_waits():
+    parser = ChunkParser()
+    one, two, three = chunk({"content": "one"}), chunk({"content": "two"}), chunk({"content": "three"})
+    data = one + two + three
+    cut = len(one + two) + 9  # two whole events and part of the third
+    assert parser.take(data[:cut]) == one + two
+    assert parser.take(data[cut:cut + 5]) == b""
+    assert parser.take(data[cut + 5:]) == three
+
+
+@pytest.mark.parametrize("boundary", [b"\n\n", b"\r\n\r\n"])
+def test_an_event_boundary_split_across_reads_is_found(boundary):
+    event = b'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}' + boundary
+    for cut in range(len(event) - len(boundary), len(event)):
+        parser = ChunkParser()
+        assert parser.take(event[:cut]) == b""
+        assert parser.take(event[cut:]) == event
+
+
+def test_a_long_line_is_held_in_pieces_and_joined_once():
+    # Joining the pending bytes on every read made a 10 MB line cost seconds of CPU.
+    parser = ChunkParser()
+    head = b'data: {"choices":[{"index":0,"delta":{"content":"'
+    piece = b"a" * 16384
+    reads = [head] + [piece] * 60 + [b'"},"finish_reason":null}]}\n\n']
+    for data in reads[:-1]:
+        assert parser.feed(data) == []
+    assert isinstance(parser._pending, list) and len(parser._pending) == len(reads) - 1
+    literal, = parser.feed(reads[-1])
+    assert len(literal) == 60 * 16384 + 2 and parser._pending == []
+
+
+def test_an_event_longer_than_the_cap_is_malformed():
+    parser = ChunkParser()
+    parser.feed(b'data: {"choices":[{"index":0,"delta":{"content":"')
+    with pytest.raises(MalformedChunk):
+        for _ in range(10 * 1024 * 1024 // 16384):  # a 10 MB line
+            parser.feed(b"a" * 16384)
+    assert parser._pending_bytes <= MAX_EVENT_BYTES + 16384
+
+
+def test_a_multi_line_data_event_is_one_payload():
+    parser = ChunkParser()
+    data = (b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"hi"},\r\n'
+            b'data: "finish_reason":null}]}\n\n')
+    assert texts(parser.feed(data)) == ["hi"]
+    assert texts(parser.feed(b"event: message\ndata: " + chunk({"content": " there"})[6:])) == [" there"]
+
+
+def test_only_the_first_choice_is_read():
+    def choice(index: int, content: str | None, finish=None) -> bytes:
+        delta = {} if content is None else {"content": content}
+        return (b'data: {"choices":[{"index":%d,"delta":%s,"finish_reason":%s}]}\n\n'
+                % (index, json.dumps(delta).encode(), json.dumps(finish).encode()))
+
+    parser = ChunkParser()
+    data = choice(0, "A") + choice(1, "X") + choice(0, "B") + choice(1, "Y") + choice(1, None, "stop")
+    assert texts(parser.feed(data)) == ["A", "B"] and parser.chunks == 2
+    assert not parser.complete  # choice 1 finishing does not finish choice 0
+    both = b'data: {"choices":[{"index":1,"delta":{"content":"X"},"finish_reason":null},' \
+           b'{"index":0,"delta":{"content":"C"},"finish_reason":null}]}\n\n'
+    assert texts(parser.feed(both)) == ["C"]
+    for data in (choice(1, "Z"), choice(1, "Z")[:-2] + b"\r\n\r\n"):
+        assert parser.feed(data) == []  # the fast path too
+
+
+def test_json_nested_too_deep_is_malformed():
+    with pytest.raises(MalformedChunk):
+        ChunkParser().feed(b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n")
+
+
+def test_malformed_event_messages_quote_nothing_of_the_event():
+    with pytest.raises(MalformedChunk) as caught:
+        ChunkParser().feed(b"data: Incorrect API key provided: sk-secret\n\n")
+    assert "sk-secret" not in str(caught.value)
+
+
+def test_an_unterminated_last_event_counts_when_its_lines_are_whole():
+    parser = ChunkParser()
+    assert parser.take(chunk({}, "stop") + b"data: [DONE]\n") == chunk({}, "stop")
+    parser.parse(parser.finish())
+    assert parser.done
+    parser = ChunkParser()
+    parser.take(b"data: [DO")
+    assert parser.finish() == b""
