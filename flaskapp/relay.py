@@ -60,13 +60,16 @@ class Relay:
             stream = upstream.open_stream(body, guard)
             items = stream.raw() if raw else iter(stream)
             first = next(items, None)
+            key = _secret(upstream)
+            if key is not None and first and (first if raw else b"".join(first)).find(key) >= 0:
+                raise UpstreamError(_KEY_SEEN)  # before the first byte: a real status
         except ClientGone:
             _close(stream, guard)
             raise ClientClosedRequest("The client closed the connection.") from None
         except ApiError:
             _close(stream, guard)
             raise
-        return cls(stream, items, first, guard, record, environ, _secret(upstream))
+        return cls(stream, items, first, guard, record, environ, key)
 
     def close(self) -> None:
         """For the response's close: a body the server never iterated still ends the upstream call."""

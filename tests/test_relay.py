@@ -1,27 +1,55 @@
-"""The relay's bookkeeping, with a fake upstream stream (unit tests)."""
+"""The relay's bookkeeping and its defences, with a fake upstream stream (unit tests)."""
+import json
+from contextlib import nullcontext
+
+import pytest
+
 from flaskapp.chatstream import ChatStream
+from flaskapp.errors import UpstreamError
+from flaskapp.guard import Guard
 from flaskapp.relay import Relay
 from flaskapp.requestlog import RequestRecord
 from flaskapp.upstream import UpstreamSettings
+
+KEY = "sk-proj-0123456789abcdefSECRET"
 
 
 class FakeUpstream:
     class settings:
         first_token_timeout = 5.0
 
-    def __init__(self, events: list[bytes]) -> None:
+    class client:
+        api_key = KEY
+
+    def __init__(self, events: list[bytes], **settings) -> None:
         self.events, self.closed = events, False
+        self.stream_settings = UpstreamSettings(first_token_timeout=5.0, idle_timeout=5.0, **settings)
 
     def open_stream(self, body, guard) -> ChatStream:
-        return ChatStream(iter(self.events), self.close, guard, UpstreamSettings(first_token_timeout=5.0, idle_timeout=5.0))
+        return ChatStream(iter(self.events), self.close, guard, self.stream_settings)
 
     def close(self) -> None:
         self.closed = True
 
 
-EVENTS = [b'data: {"choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}\n\n',
-          b'data: {"choices":[{"index":0,"delta":{"content":" there"},"finish_reason":null}]}\n\n',
-          b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n']
+def content(text: str, index: int = 0) -> bytes:
+    return (b'data: {"choices":[{"index":%d,"delta":{"content":%s},"finish_reason":null}]}\n\n'
+            % (index, json.dumps(text).encode()))
+
+
+END = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+EVENTS = [content("Hello"), content(" there"), END]
+
+
+def relay(app, events: list[bytes], kind: str, **settings) -> tuple[bytes, RequestRecord, FakeUpstream]:
+    """The body a client gets for `kind` (`text`, `sse` or `passthrough`), and the request's record."""
+    upstream = FakeUpstream(events, **settings)
+    with app.test_request_context():
+        record = RequestRecord(route="/stream", method="GET")
+        opened = Relay.open(upstream, {}, {}, record, raw=kind == "passthrough")
+        body = b"".join(getattr(opened, kind)())
+        opened.close()
+    return body, record, upstream
 
 
 def test_a_body_never_iterated_still_closes_the_upstream(app):
@@ -36,10 +64,87 @@ def test_a_body_never_iterated_still_closes_the_upstream(app):
 
 
 def test_a_whole_stream_is_relayed_and_recorded(app):
-    upstream = FakeUpstream(EVENTS)
-    with app.test_request_context():
-        record = RequestRecord(route="/stream", method="GET")
-        relay = Relay.open(upstream, {}, {}, record)
-        assert b"".join(relay.text()) == b"Hello there"
-        relay.close()  # after the end: changes nothing
+    body, record, upstream = relay(app, EVENTS, "text")
+    assert body == b"Hello there"
     assert upstream.closed and record.outcome == "completed" and record.chunks == 2
+
+
+@pytest.mark.parametrize("kind", ["sse", "passthrough"])
+def test_the_logged_bytes_are_every_byte_sent(app, kind):
+    body, record, _ = relay(app, EVENTS, kind)
+    assert record.outcome == "completed" and record.bytes == len(body)
+    assert kind != "sse" or b"event: done" in body
+    body, record, _ = relay(app, EVENTS[:2] + [b'data: {"error":{"type":"server_error"}}\n\n'], kind)
+    assert record.outcome == "upstream_error" and record.bytes == len(body) and b"server_error" in body
+
+
+def test_passthrough_relays_whole_events_only(app):
+    data = b"".join(EVENTS)
+    reads = [data[i:i + 7] for i in range(0, len(data), 7)]
+    upstream = FakeUpstream(reads)
+    with app.test_request_context():
+        opened = Relay.open(upstream, {}, {}, RequestRecord(route="/v1", method="POST"), raw=True)
+        writes = list(opened.passthrough())
+    assert b"".join(writes) == data
+    assert all(write.endswith(b"\n\n") for write in writes)
+
+
+@pytest.mark.parametrize("cut", [10, 40, 70])
+def test_an_upstream_error_quoting_the_key_in_two_reads_never_reaches_the_client(app, cut):
+    error = ('data: {"error":{"message":"Incorrect API key provided: %s. You can find your API key at '
+             'https://platform.openai.com/account/api-keys.","type":"invalid_request_error"}}\n\n' % KEY).encode()
+    for events in ([content("Hi"), error[:cut], error[cut:]], [content("Hi") + error[:cut], error[cut:]]):
+        body, record, _ = relay(app, events, "passthrough")
+        assert KEY.encode() not in body and KEY[:8].encode() not in body
+        assert body.startswith(content("Hi")) and b"[DONE]" not in body
+        assert json.loads(body.split(b"\n\n")[-2][6:])["error"]["type"] == "upstream_error"
+        assert record.outcome == "upstream_error"
+
+
+@pytest.mark.parametrize("kind", ["text", "sse", "passthrough"])
+def test_the_key_never_goes_out_in_any_stream(app, kind):
+    # The last line of defence: even as content, the configured key is not relayed.
+    events = [content("Hello"), content(f"the key is {KEY}"), END]
+    with pytest.raises(RuntimeError) if kind == "text" else nullcontext():
+        body, record, _ = relay(app, events, kind)  # plain text aborts (without gunicorn: raises)
+        assert KEY.encode() not in body and b"Hello" in body and record.outcome == "upstream_error"
+    with pytest.raises(UpstreamError):  # in the first write: a real status instead
+        relay(app, [content(KEY), END], kind)
+
+
+def test_a_stream_past_its_time_ends_with_a_timeout(app):
+    # stream_timeout=0: the first read is taken; the next one is past the stream's deadline.
+    body, record, upstream = relay(app, EVENTS, "sse", stream_timeout=0.0)
+    assert body.startswith(b'data: {"text":"Hello"}\n\n') and b" there" not in body
+    assert b"event: error" in body and b"upstream_timeout" in body
+    assert record.outcome == "upstream_error" and upstream.closed
+
+
+def test_the_guard_never_waits_past_the_stream_deadline():
+    guard = Guard()
+    guard.deadline = float("inf")
+    stream = ChatStream(iter(EVENTS), lambda: None, guard, UpstreamSettings(idle_timeout=60.0, stream_timeout=2.0))
+    assert guard.deadline == stream._stream_deadline
+    items = iter(stream)
+    next(items), next(items)
+    assert guard.deadline == stream._stream_deadline  # not now + the idle timeout
+
+
+def test_an_answer_past_its_size_ends_with_an_upstream_error(app):
+    body, record, _ = relay(app, EVENTS, "passthrough", max_answer_bytes=len(EVENTS[0]) + 10)
+    assert body.startswith(EVENTS[0]) and b"there" not in body and b"upstream_error" in body
+    assert record.outcome == "upstream_error"
+    with pytest.raises(UpstreamError):  # before the first byte: a real status
+        relay(app, EVENTS, "sse", max_answer_bytes=10)
+
+
+def test_an_endless_line_ends_with_an_upstream_error_not_a_growing_buffer(app):
+    endless = [b'data: {"choices":[{"index":0,"delta":{"content":"'] + [b"a" * 65536] * 40
+    body, record, _ = relay(app, [content("Hi")] + endless, "passthrough")
+    assert body.startswith(content("Hi")) and b"aaaa" not in body and b"upstream_error" in body
+
+
+def test_with_two_choices_the_text_is_choice_0s_and_v1_gets_both(app):
+    events = [content("A"), content("X", 1), content("B"), content("Y", 1), END]
+    assert relay(app, events, "text")[0] == b"AB"
+    assert relay(app, events, "passthrough")[0] == b"".join(events)
