@@ -19,7 +19,7 @@ def emulator_command(args: tuple[str, ...]) -> None:
     """Serve the OpenAI-compatible emulator (see --help)."""
     from .emulator.server import main
 
-    main(list(args))
+    main(list(args), prog="flask emulator")
 
 
 @click.command("loadtest", context_settings=_PASS_THROUGH, add_help_option=False)

@@ -11,13 +11,16 @@ the same fields and a `count`). Fields:
     stall         ... for this many seconds (then carry on)
     cut_after     tokens to send before dropping the connection without finishing
     malformed_after  tokens to send before one event that is not JSON
+    fail_after    tokens to send before the stream ends with the protocol's in-stream error
+                  (chat and completions: `data: {"error": ...}`; Responses: `response.failed`);
+                  a blocking call answers 500 after its time
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, fields
 
-_INT_FIELDS = ("status", "stall_after", "cut_after", "malformed_after", "count")
+_INT_FIELDS = ("status", "stall_after", "cut_after", "malformed_after", "fail_after", "count")
 _FLOAT_FIELDS = ("retry_after", "delay", "stall")
 
 
@@ -30,6 +33,7 @@ class Fault:
     stall: float = 0.0
     cut_after: int | None = None
     malformed_after: int | None = None
+    fail_after: int | None = None
 
     @classmethod
     def from_mapping(cls, values: dict) -> "Fault":

@@ -44,11 +44,13 @@ def make_server(listener: socket.socket | tuple[str, int], settings: EmulatorSet
                              log=sys.stderr if access_log else None, backlog=backlog)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m flaskapp.emulator") -> argparse.ArgumentParser:
     env = os.environ.get
     parser = argparse.ArgumentParser(
-        prog="python -m flaskapp.emulator",
-        description="An OpenAI-compatible chat-completions server that writes prose at a set pace.")
+        prog=prog,
+        description="An OpenAI-compatible server (chat completions with n, tool calls and JSON "
+                    "answers; legacy completions; embeddings; the Responses API) that writes "
+                    "deterministic answers at a set pace.")
     where = parser.add_argument_group("where it listens")
     where.add_argument("--host", default=env("FLASKAPP_EMULATOR_HOST", "127.0.0.1"),
                        help="Address to bind (default: %(default)s).")
@@ -63,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                         default=float(env("FLASKAPP_EMULATOR_TOKENS_PER_SECOND", "50")),
                         help="Pace of the answer (default: %(default)s).")
     timing.add_argument("--tokens", type=int, default=int(env("FLASKAPP_EMULATOR_TOKENS", "500")),
-                        help="Answer length in tokens when the request asks for no fewer (default: %(default)s).")
+                        help="Prose answers' natural length in tokens, ending with finish_reason \"stop\"; a request's "
+                             "lower max_tokens cuts them with \"length\" (default: %(default)s).")
     timing.add_argument("--seed", type=int, default=int(env("FLASKAPP_EMULATOR_SEED", "0")),
                         help="Seed of the generated prose; same seed and prompt, same answer.")
     timing.add_argument("--api-key", default=env("FLASKAPP_EMULATOR_API_KEY"),
@@ -106,5 +109,5 @@ def _exit_with_parent(parent: int, server: pywsgi.WSGIServer) -> None:
     server.stop(timeout=1)
 
 
-def main(argv: list[str] | None = None) -> None:
-    serve(build_parser().parse_args(argv))
+def main(argv: list[str] | None = None, prog: str = "python -m flaskapp.emulator") -> None:
+    serve(build_parser(prog).parse_args(argv))
