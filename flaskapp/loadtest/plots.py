@@ -32,6 +32,11 @@ def plot_timeline(groups: dict[str, Sequence[Any]], path: Path, title: str = "")
     `groups` maps a label (usually a kind) to its records; groups are stacked bottom-up
     in order, each with its own time origin, so runs made one after another compare side by side.
     """
+    return _save(timeline_figure(groups, title), path)
+
+
+def timeline_figure(groups: dict[str, Sequence[Any]], title: str = ""):
+    """The figure of `plot_timeline`; its legend sits right of the axes, where it can cover no bar."""
     labels = list(groups)
     count = sum(min(len(v), MAX_BARS) for v in groups.values())
     fig, ax = plt.subplots(figsize=(10, max(3.0, min(12.0, 1.5 + count * 0.06))))
@@ -63,9 +68,10 @@ def plot_timeline(groups: dict[str, Sequence[Any]], path: Path, title: str = "")
     ax.set_ylabel("request")
     ax.set_yticks([])
     ax.set_title(title or "Requests: bar = send to last byte, | = first text")
-    ax.legend(list(handles.values()), [f"{label} (| first text, grey failed)" for label in handles],
-              loc="lower right", fontsize="small")
-    return _save(fig, path)
+    if handles:
+        ax.legend(list(handles.values()), [f"{label} (| first text, grey failed)" for label in handles],
+                  loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    return fig
 
 
 def plot_distributions(groups: dict[str, Sequence[Any]], path: Path, title: str = "") -> Path:
@@ -92,27 +98,72 @@ def plot_distributions(groups: dict[str, Sequence[Any]], path: Path, title: str 
 
 def plot_scaling(cells: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     """p99 TTFT and p99 end-to-end latency against concurrency, a line per set-up and kind."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    series: dict[str, list[tuple[int, dict]]] = {}
+    return _save(scaling_figure(cells, title), path)
+
+
+def censored(cell: dict[str, Any]) -> bool:
+    """Whether more than 1 % of a cell's planned requests did not complete: its p99 is not known."""
+    summary = cell["summary"]
+    planned = summary.get("planned", summary["requests"])
+    return planned > 0 and (planned - summary["completed"]) > 0.01 * planned
+
+
+def scaling_figure(cells: Sequence[dict[str, Any]], title: str = ""):
+    """The figure of `plot_scaling`, with what did not finish shown on it.
+
+    A cell where more than 1 % of its requests did not complete (failed, cancelled by the
+    cell's bound, never sent) has no true p99: it is drawn as a triangle at the cell's
+    time limit (the p99 is at least that), labelled completed/planned, never as the p99
+    of the requests that happened to finish.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    series: dict[str, list[dict]] = {}
     for cell in cells:
-        series.setdefault(f"{cell['setup']} {cell['kind']}", []).append((cell["concurrency"], cell))
+        series.setdefault(f"{cell['setup']} {cell['kind']}", []).append(cell)
+    limits = [c["time_limit_s"] for c in cells if c.get("time_limit_s")]
     for metric, ax in (("ttft_s", axes[0]), ("end_to_end_latency_s", axes[1])):
-        for name, points in series.items():
-            xs = [c for c, cell in points if cell["summary"][metric]["p99"] is not None]
-            ys = [cell["summary"][metric]["p99"] for c, cell in points if cell["summary"][metric]["p99"] is not None]
+        for index, (name, points) in enumerate(series.items()):
+            colour = f"C{index % 10}"
+            xs, ys, cut_x, cut_y = [], [], [], []
+            for cell in points:
+                p99 = cell["summary"][metric]["p99"]
+                if censored(cell):
+                    bound = cell.get("time_limit_s") or p99
+                    if bound is None:
+                        continue
+                    xs.append(cell["concurrency"]), ys.append(bound)
+                    cut_x.append(cell["concurrency"]), cut_y.append(bound)
+                    summary = cell["summary"]
+                    ax.annotate(f"{summary['completed']}/{summary.get('planned', summary['requests'])}",
+                                (cell["concurrency"], bound), textcoords="offset points", xytext=(4, -12 - 9 * index),
+                                fontsize="x-small", color=colour)
+                elif p99 is not None:
+                    xs.append(cell["concurrency"]), ys.append(p99)
             style = "--" if "block" in name else "-"
-            ax.plot(xs, ys, style, marker="o", label=name)
+            ax.plot(xs, ys, style, color=colour, label=name)
+            done = [(x, y) for x, y in zip(xs, ys) if (x, y) not in set(zip(cut_x, cut_y))]
+            ax.plot([x for x, _ in done], [y for _, y in done], "o", color=colour)
+            ax.plot(cut_x, cut_y, "^", color=colour, markerfacecolor="none", markersize=9)
+        for limit in set(limits):
+            ax.axhline(limit, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log")
         ax.set_xlabel("concurrent requests")
         ax.set_ylabel(f"p99 {'TTFT' if metric == 'ttft_s' else 'end-to-end latency'} (s)")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize="x-small", loc="upper left")
-    fig.suptitle(title or "Latency p99 against concurrency (timed-out cells: completed requests only)")
-    return _save(fig, path)
+    handles, labels = axes[1].get_legend_handles_labels()
+    if any(censored(c) for c in cells):
+        handles.append(plt.Line2D([], [], marker="^", color="grey", markerfacecolor="none", linestyle="none"))
+        labels.append("did not finish: p99 at least the cell's limit (completed/planned)")
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="x-small", frameon=False)
+    fig.suptitle(title or "Latency p99 against concurrency")
+    fig.set_layout_engine("tight", rect=(0, 0.08 + 0.03 * (len(labels) // 3), 1, 1))  # room for the legend
+    return fig
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+    if not fig.get_layout_engine():
+        fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)

@@ -1,16 +1,23 @@
-"""Statistics of a load run as small pure functions, named as LLM benchmarks (llmperf) name them.
+"""Statistics of a load run as small pure functions, in the field's terms: tokens, not chunks.
 
-    ttft_s                        time to first text: first body byte, or first SSE event with text
-    inter_chunk_latency_s         time between successive reads that carried text, over all requests
-    end_to_end_latency_s          send to last byte
-    request_output_throughput     chunks per second of one request (chunks / end-to-end latency)
-    output_throughput_chunks_per_s  all chunks received / wall time of the run
-    requests_per_s                completed requests / wall time of the run
+Per request (a `client.Record`, or its dict from a JSON file):
 
-Latencies are over successful requests only; errors are counted by kind. A chunk is what
-the server flushed: an HTTP chunk of a text stream, an SSE event carrying text, or the
-whole body of a blocking response. Records are plain dicts or objects with the fields of
-`client.Record`.
+    ttft_s                       send to the first token (blocking kinds: to the whole body)
+    inter_token_latency_s        (last token - first token) / (output tokens - 1): the pace once
+                                 started, as guidellm and genai-perf define it
+    time_per_output_token_s      (last token - send) / output tokens, first token included
+    end_to_end_latency_s         send to the last byte
+    number_output_tokens         from the server's `usage` when it reports one, counted otherwise
+                                 (record.token_source says which: usage, words or chunks)
+    request_output_throughput_token_per_s   output tokens / end-to-end latency
+
+Over a run: the distribution of each (p50, p90, p95, p99, min, max, mean, stddev),
+`inter_chunk_latency_s` (every gap between reads carrying text: what a reader sees),
+requests_per_s and output_throughput_token_per_s (completed requests' tokens / wall time).
+Latencies are over successful requests only; errors are counted by kind.
+
+`field_names` gives llmperf's and guidellm's names for each per-request figure, so the
+JSON records can be set beside theirs.
 """
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ import math
 from collections import Counter
 from typing import Any, Iterable, Sequence
 
-PERCENTILES = (50, 90, 99)
+PERCENTILES = (50, 90, 95, 99)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -33,16 +40,80 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def stddev(values: Sequence[float]) -> float | None:
+    """Population standard deviation (as numpy's default and guidellm's); None if empty."""
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
 def distribution(values: Sequence[float]) -> dict[str, float | None]:
-    """p50, p90, p99, max and mean of `values` (all None when there are none)."""
+    """p50, p90, p95, p99, min, max, mean and stddev of `values` (all None when there are none)."""
     summary: dict[str, float | None] = {f"p{q}": percentile(values, q) for q in PERCENTILES}
+    summary["min"] = min(values) if values else None
     summary["max"] = max(values) if values else None
     summary["mean"] = sum(values) / len(values) if values else None
+    summary["stddev"] = stddev(values)
     return summary
 
 
-def _get(record: Any, name: str) -> Any:
-    return record[name] if isinstance(record, dict) else getattr(record, name)
+def _get(record: Any, name: str, default: Any = None) -> Any:
+    if isinstance(record, dict):
+        return record.get(name, default)
+    return getattr(record, name, default)
+
+
+def output_tokens(record: Any) -> int | None:
+    """The request's output tokens: the server's usage, else counted words or chunks."""
+    tokens = _get(record, "tokens")
+    return tokens if tokens is not None else _get(record, "chunks")
+
+
+def request_metrics(record: Any) -> dict[str, float | None]:
+    """The per-request token figures of one record (None where a figure does not apply)."""
+    ttft, total = _get(record, "ttft"), _get(record, "total")
+    last = _get(record, "last_token", total if ttft is not None and ttft == total else None)
+    tokens = output_tokens(record)
+    itl = tpot = throughput = None
+    if tokens and ttft is not None and last is not None and tokens > 1 and last > ttft:
+        itl = (last - ttft) / (tokens - 1)
+    if tokens and last is not None:
+        tpot = last / tokens
+    if tokens is not None and total:
+        throughput = tokens / total
+    return {"ttft_s": ttft, "inter_token_latency_s": itl, "time_per_output_token_s": tpot,
+            "end_to_end_latency_s": total, "number_output_tokens": tokens,
+            "request_output_throughput_token_per_s": throughput}
+
+
+def field_names() -> dict[str, dict[str, str]]:
+    """Our per-request figure -> its name in llmperf (seconds) and guidellm (milliseconds)."""
+    return {
+        "ttft_s": {"llmperf": "ttft_s", "guidellm": "time_to_first_token_ms"},
+        "inter_token_latency_s": {"llmperf": "inter_token_latency_s", "guidellm": "inter_token_latency_ms"},
+        "time_per_output_token_s": {"guidellm": "time_per_output_token_ms"},
+        "end_to_end_latency_s": {"llmperf": "end_to_end_latency_s", "guidellm": "request_latency"},
+        "number_output_tokens": {"llmperf": "number_output_tokens", "guidellm": "output_tokens"},
+        "request_output_throughput_token_per_s": {"llmperf": "request_output_throughput_token_per_s",
+                                                  "guidellm": "output_tokens_per_second"},
+    }
+
+
+def field_record(record: Any) -> dict[str, Any]:
+    """One request as llmperf and guidellm would write it: their names, their units (guidellm's ms)."""
+    metrics = request_metrics(record)
+    out: dict[str, Any] = {}
+    for ours, names in field_names().items():
+        value = metrics[ours]
+        if "llmperf" in names:
+            out[names["llmperf"]] = value
+        if "guidellm" in names:
+            ms = names["guidellm"].endswith("_ms")
+            out[names["guidellm"]] = value * 1000 if ms and value is not None else value
+    out["error_code"] = _get(record, "status") if _get(record, "error") else None
+    out["error_msg"] = _get(record, "error")
+    return out
 
 
 def errors_by_kind(records: Iterable[Any]) -> dict[str, int]:
@@ -51,25 +122,53 @@ def errors_by_kind(records: Iterable[Any]) -> dict[str, int]:
     return dict(counts.most_common())
 
 
-def summarize(records: Sequence[Any], wall_time: float) -> dict[str, Any]:
-    """One kind's run: counts, latency distributions and throughputs."""
+def tally(records: Sequence[Any], planned: int | None = None) -> dict[str, int | None]:
+    """Where the requests of a run stand: the one count the progress line and the tables both show.
+
+    completed: ended without error; failed: ended with one (`cancelled` included);
+    in_flight: started, not ended; not_started: planned but never sent.
+    """
+    ended = [r for r in records if _get(r, "total") is not None or _get(r, "error")]
+    failed = sum(1 for r in ended if _get(r, "error"))
+    return {"planned": planned, "started": len(records), "completed": len(ended) - failed, "failed": failed,
+            "in_flight": len(records) - len(ended),
+            "not_started": max(0, planned - len(records)) if planned is not None else None}
+
+
+def token_sources(records: Iterable[Any]) -> dict[str, int]:
+    """How the output tokens of the requests were known: usage, words or chunks."""
+    return dict(Counter(_get(r, "token_source") or "chunks" for r in records).most_common())
+
+
+def summarize(records: Sequence[Any], wall_time: float, planned: int | None = None) -> dict[str, Any]:
+    """One kind's run: counts, the per-request figures' distributions and the run's throughputs."""
     ok = [r for r in records if not _get(r, "error")]
-    chunks = sum(_get(r, "chunks") for r in ok)
-    throughputs = [_get(r, "chunks") / _get(r, "total") for r in ok if _get(r, "total")]
+    metrics = [request_metrics(r) for r in ok]
+
+    def over(name: str) -> dict[str, float | None]:
+        return distribution([m[name] for m in metrics if m[name] is not None])
+
+    tokens = sum(m["number_output_tokens"] or 0 for m in metrics)
+    chunks = sum(_get(r, "chunks") or 0 for r in ok)
+    rate = (lambda amount: amount / wall_time if wall_time > 0 else 0.0)
     return {
         "requests": len(records),
+        "planned": planned if planned is not None else len(records),
         "completed": len(ok),
         "errors": len(records) - len(ok),
         "errors_by_kind": errors_by_kind(records),
         "wall_time_s": wall_time,
-        "ttft_s": distribution([_get(r, "ttft") for r in ok if _get(r, "ttft") is not None]),
-        "inter_chunk_latency_s": distribution([g for r in ok for g in _get(r, "gaps")]),
-        "end_to_end_latency_s": distribution([_get(r, "total") for r in ok if _get(r, "total") is not None]),
-        "request_output_throughput_chunks_per_s": distribution(throughputs),
-        "requests_per_s": len(ok) / wall_time if wall_time > 0 else 0.0,
-        "output_throughput_chunks_per_s": chunks / wall_time if wall_time > 0 else 0.0,
+        **{name: over(name) for name in ("ttft_s", "inter_token_latency_s", "time_per_output_token_s",
+                                          "end_to_end_latency_s", "number_output_tokens",
+                                          "request_output_throughput_token_per_s")},
+        "inter_chunk_latency_s": distribution([g for r in ok for g in _get(r, "gaps") or ()]),
+        "requests_per_s": rate(len(ok)),
+        "output_throughput_token_per_s": rate(tokens),
+        "output_throughput_chunks_per_s": rate(chunks),
+        "output_tokens": tokens,
+        "token_source": token_sources(ok),
         "chunks": chunks,
-        "bytes": sum(_get(r, "bytes") for r in ok),
+        "bytes": sum(_get(r, "bytes") or 0 for r in ok),
     }
 
 
@@ -80,10 +179,15 @@ def summarize_by_kind(records: Sequence[Any], wall_time: float) -> dict[str, dic
 
 
 def cpu_seconds(stat_line: str, clock_ticks: int) -> float:
-    """User plus system CPU seconds from a line of /proc/<pid>/stat."""
+    """User plus system CPU seconds from a line of /proc/<pid>/stat (in clock ticks: 10 ms)."""
     # The command name (field 2) may hold spaces and parentheses; fields resume after the last ')'.
     fields = stat_line[stat_line.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / clock_ticks
+
+
+def schedstat_seconds(schedstat_line: str) -> float:
+    """CPU seconds on a CPU from a line of /proc/<pid>/task/<tid>/schedstat (kept in nanoseconds)."""
+    return int(schedstat_line.split()[0]) / 1e9
 
 
 def efficiency(cpu: float | None, completed: int, upstream_tokens: int) -> dict[str, float | None]:
