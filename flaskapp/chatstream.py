@@ -44,7 +44,7 @@ class ChatStream:
         self._interval = settings.stream_interval if guard.loop is not None else 0.0
         self._stream_timeout, self._max_bytes = settings.stream_timeout, settings.max_answer_bytes
         self._stream_deadline = time.monotonic() + settings.stream_timeout
-        guard.deadline = min(guard.deadline, self._stream_deadline)
+        guard.tighten(self._stream_deadline)
 
     def __iter__(self) -> Iterator[list[bytes]]:
         return self._reads(raw=False)
@@ -97,7 +97,9 @@ class ChatStream:
                         break
                 finally:
                     guard.waiting = False
-                started = True
+                if not started:
+                    started = True  # from now on the idle deadline, likely sooner than the first token's
+                    guard.tighten(min(time.monotonic() + idle, stream_deadline))
                 if interval:
                     read_at = time.monotonic()
                 received += len(data)

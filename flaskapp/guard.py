@@ -44,6 +44,10 @@ class Guard:
     def close(self) -> None:
         pass
 
+    def tighten(self, deadline: float) -> None:
+        """Bring the deadline forward (moving it on needs no call: the timer looks again when it fires)."""
+        self.deadline = min(self.deadline, deadline)
+
 
 class SocketGuard(Guard):
     """Two event-loop watchers, no greenlet: the client socket becoming readable, and a timer."""
@@ -72,6 +76,12 @@ class SocketGuard(Guard):
             self._readable.close()
             if self._timer is not None:
                 self._timer.close()
+
+    def tighten(self, deadline: float) -> None:
+        if deadline < self.deadline:
+            self.deadline = deadline
+            if not self._closed:
+                self._arm(deadline - time.monotonic())  # the timer may be set for the later one
 
     def _arm(self, seconds: float) -> None:
         if seconds > 1e6:
