@@ -13,8 +13,13 @@ independent users would. uvloop is used when installed: the same callbacks, a fa
 No gevent here, so nothing needs monkey-patching and ssl imports are harmless.
 
 Per request we record the send time, time to response headers, time to first text
-(TTFT), the gaps between reads that carried text (inter-chunk latency), the end-to-end
-time, bytes, chunks, HTTP status and an error kind:
+(TTFT), the time of the last read that carried text, the gaps between reads that carried
+text (inter-chunk latency), the end-to-end time, body bytes (after chunked framing is
+removed; headers not counted), chunks, output tokens and how they were known, HTTP status
+and an error kind. Output tokens come from the server's `usage` where it reports one
+(openai-* kinds, which ask for it with `stream_options.include_usage`; the `event: done`
+of the app's SSE stream), else are counted: words of a plain-text body, or SSE events
+with text as a last resort. Error kinds:
 
     http_<status>   the server answered with a non-2xx status
     connect         the connection could not be made
@@ -28,6 +33,8 @@ time, bytes, chunks, HTTP status and an error kind:
 from __future__ import annotations
 
 import asyncio
+import json
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -46,10 +53,13 @@ class Record:
     start: float
     headers: float | None = None  # response headers received
     ttft: float | None = None  # first text: first body byte, or first SSE event carrying text
+    last_token: float | None = None  # the last read that carried text
     total: float | None = None  # last byte
     gaps: list[float] = field(default_factory=list)  # between successive reads that carried text
-    bytes: int = 0
+    bytes: int = 0  # body bytes, without headers or chunk framing
     chunks: int = 0  # HTTP chunks with data (text kinds) or SSE events with text (SSE kinds)
+    tokens: int | None = None  # output tokens (see token_source)
+    token_source: str | None = None  # usage (the server's count), words, or chunks
     status: int = 0
     error: str | None = None
     detail: str | None = None  # the start of an error body or exception text
@@ -76,6 +86,9 @@ class _Exchange(asyncio.Protocol):
         self.finished_stream = False  # the terminator of a streaming body was seen
         self.text_seen = False  # this read carried text
         self.last_text: float | None = None
+        self.body = b""  # an openai-block answer, kept to read its usage
+        self.words = 0  # words of a plain-text body, counted as it arrives
+        self.in_word = False
 
     # -- asyncio callbacks ---------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -84,7 +97,6 @@ class _Exchange(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter() - self.t0
-        self.record.bytes += len(data)
         self.text_seen = False
         if self.mode == "head":
             self.head += data
@@ -109,7 +121,7 @@ class _Exchange(asyncio.Protocol):
                 self.record.ttft = now
             else:
                 self.record.gaps.append(now - self.last_text)
-            self.last_text = now
+            self.last_text = self.record.last_token = now
 
     def eof_received(self) -> bool:
         now = time.perf_counter() - self.t0
@@ -195,15 +207,36 @@ class _Exchange(asyncio.Protocol):
     def _content(self, piece: bytes, now: float, new_chunk: bool = True) -> None:
         if not piece:
             return
+        self.record.bytes += len(piece)
         if self.record.error:
             if len(self.error_body) < 200:
                 self.error_body += piece[:200]
             return
         if self.sse:
             self._events(piece)
-        elif self.mode != "chunked" and new_chunk:
+            return
+        if self.openai:
+            self.body += piece
+        else:
+            self._count_words(piece)
+        if self.mode != "chunked" and new_chunk:
             self.record.chunks += 1  # a Content-Length or read-until-close body is one chunk per read
             self.text_seen = True
+
+    def _count_words(self, piece: bytes) -> None:
+        # Words across reads: a word split by a read boundary is counted once.
+        words = piece.split()
+        if words:
+            self.words += len(words) - (1 if self.in_word and not piece[:1].isspace() else 0)
+        self.in_word = not piece[-1:].isspace()
+
+    def _usage(self, data: bytes) -> None:
+        try:
+            usage = json.loads(data).get("usage") or {}
+        except (ValueError, AttributeError):
+            return
+        if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+            self.record.tokens, self.record.token_source = usage["completion_tokens"], "usage"
 
     def _events(self, piece: bytes) -> None:
         events = (self.events + piece).split(b"\n\n")
@@ -217,8 +250,11 @@ class _Exchange(asyncio.Protocol):
                     self.text_seen = True
                 elif event.startswith(b'data: {"error"'):
                     self.record.error, self.record.detail = "stream_error", event[6:206].decode(errors="replace")
+                if b'"usage":{' in event or b'"usage": {' in event:  # most chunks say "usage":null
+                    self._usage(event[6:])
             elif event.startswith(b"event: done"):
                 self.finished_stream = True
+                self._usage(event.partition(b"data:")[2])
             elif event.startswith(b"event: error"):
                 self.record.error, self.record.detail = "stream_error", event[:200].decode(errors="replace")
             elif event.startswith(b"data:"):
@@ -232,6 +268,11 @@ class _Exchange(asyncio.Protocol):
         record.total = now
         if record.error is None and record.kind in STREAMING_KINDS and self.sse and not self.finished_stream:
             record.error = "truncated"
+        if self.body and record.error is None:
+            self._usage(self.body)
+        if record.tokens is None:
+            record.tokens, record.token_source = ((self.words, "words") if not (self.sse or self.openai)
+                                                  else (record.chunks, "chunks"))
         if self.error_body and record.detail is None:
             record.detail = self.error_body[:200].decode(errors="replace")
         self._close()
@@ -253,11 +294,13 @@ class _Exchange(asyncio.Protocol):
 
 
 async def fetch(target: Target, kind: str, run_start: float, timeout: float,
-                request: bytes | None = None, records: list[Record] | None = None) -> Record:
+                request: bytes | None = None, records: list[Record] | None = None,
+                tls: ssl.SSLContext | None = None) -> Record:
     """Make one request and return its record; never raises except when cancelled.
 
     The record is appended to `records` (when given) as the request starts, so a request
-    cancelled by the end of a run is still counted, as `cancelled`.
+    cancelled by the end of a run is still counted, as `cancelled`. `tls`: the context of
+    an https:// target, made once per run (`target.tls_context()`), not once per request.
     """
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
@@ -266,18 +309,22 @@ async def fetch(target: Target, kind: str, run_start: float, timeout: float,
         records.append(record)
     done = loop.create_future()
     payload = request or target.request_bytes(kind)
+    if tls is None and target.https:
+        tls = target.tls_context()
+    host, port = target.address
+    secure = {"ssl": tls, "server_hostname": host} if tls is not None else {}
     transport = None
     try:
         async with asyncio.timeout(timeout):
             transport, _ = await loop.create_connection(
-                lambda: _Exchange(record, payload, t0, done), *target.address)
+                lambda: _Exchange(record, payload, t0, done), host, port, **secure)
             await done
     except TimeoutError:
         record.error, record.total = "timeout", time.perf_counter() - t0
     except asyncio.CancelledError:
         record.error, record.total = "cancelled", time.perf_counter() - t0
         raise
-    except OSError as exc:
+    except (OSError, ssl.SSLError) as exc:  # a certificate refused is a connect error too
         record.error = "connect" if transport is None else "reset"
         record.detail, record.total = str(exc)[:200], time.perf_counter() - t0
     finally:

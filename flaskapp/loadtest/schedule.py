@@ -26,10 +26,12 @@ def arrival_times(rate: float, duration: float, arrival: str = "constant", seed:
     if arrival not in ARRIVALS:
         raise ValueError(f"arrival is one of {', '.join(ARRIVALS)}, not {arrival!r}")
     draw = random.Random(seed)
-    at = 0.0
+    at, sent = 0.0, 0
     while at < duration:
         yield at
-        at += 1 / rate if arrival == "constant" else draw.expovariate(rate)
+        sent += 1
+        # i / rate, not a running sum: 20 a second for 0.5 s is 10 requests, not 11.
+        at = sent / rate if arrival == "constant" else at + draw.expovariate(rate)
 
 
 @dataclass(frozen=True)
