@@ -10,8 +10,10 @@ dominate a busy gevent worker relaying streams:
 
 Here idle connections wait in a LIFO list per origin and only the one taken out is
 checked (one non-blocking peek), and a chunked body is decoded with a few bytes
-operations: each read from the socket becomes one piece of body, however many
-chunks (tokens) it held. Everything else — proxies, HTTP/2 — is left to httpx: use
+operations (`httpbody.Body`): each read from the socket becomes one piece of body,
+however many chunks (tokens) it held. Only 2xx-or-error answers reach the caller:
+interim 1xx heads are skipped, and a response whose framing is ambiguous is refused
+(`MalformedResponse`). Everything else — proxies, HTTP/2 — is left to httpx: use
 its transport when you need them (`FLASKAPP_UPSTREAM_TRANSPORT=httpx`).
 """
 from __future__ import annotations
@@ -22,10 +24,14 @@ import ssl
 import sys
 import time
 from collections import deque
-from functools import lru_cache, partial
-from typing import Callable, Iterator
+from functools import lru_cache
+from typing import Callable
 
 import httpx2
+
+from .httpbody import READ_SIZE, Body, MalformedResponse
+
+__all__ = ["Body", "LeanTransport", "MalformedResponse", "Origin"]
 
 
 @lru_cache(maxsize=None)
@@ -35,9 +41,8 @@ def _real_poll() -> Callable[[], "select.poll"]:
     monkey = sys.modules.get("gevent.monkey")
     return monkey.get_original("select", "poll") if monkey else select.poll
 
-READ_SIZE = 16384  # bytes per read: larger batches more tokens per write, smaller keeps turns short
-MAX_HEAD = 65536
-FRESH = 0.005  # seconds: a socket emptied more recently than this is taken to be still empty
+MAX_HEAD = 65536  # bytes of one response head
+MAX_INTERIM = 8  # 1xx heads skipped before the answer's own
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
@@ -73,24 +78,34 @@ class LeanTransport:
         self._ssl_context = ssl_context
         self._addresses: dict[tuple[str, int], tuple] = {}  # (host, port) -> (expires, socket args, address)
 
-    def send(self, origin: Origin, head: bytes, body: bytes,
-             timeouts: dict) -> tuple[int, bytes, list[tuple[bytes, bytes]], "Body"]:
+    def send(self, origin: Origin, head: bytes, body: bytes, timeouts: dict,
+             deadline: float | None = None) -> tuple[int, bytes, list[tuple[bytes, bytes]], Body]:
         """Send one request (head and body bytes); return the response head and its body stream.
 
+        `timeouts` bounds each step ("connect", "write", "read": seconds, or None); `deadline`
+        (monotonic time), when given, bounds the whole exchange, the body's reads included.
         Raises httpx's transport exceptions, so callers handle one family of errors.
         """
         while True:
             connection = self._checkout(origin)
             fresh = connection is None
             if fresh:
-                connection = self._connect(origin, timeouts)
+                connection = self._connect(origin, _within(timeouts.get("connect"), deadline, httpx2.ConnectTimeout))
             try:
-                connection.sock.settimeout(timeouts.get("write"))
+                connection.sock.settimeout(_within(timeouts.get("write"), deadline))
                 connection.sock.sendall(head + body if len(body) < 65536 else head)
                 if len(body) >= 65536:
                     connection.sock.sendall(body)
+                for _ in range(MAX_INTERIM + 1):
+                    status, reason, headers = self._read_head(connection, timeouts.get("read"), deadline)
+                    if not 100 <= status < 200:
+                        break  # 1xx (100 Continue, 103 Early Hints) come before the answer: skipped
+                    if status == 101:
+                        raise MalformedResponse("switched protocols unasked")
+                else:
+                    raise MalformedResponse("too many interim responses")
                 connection.sock.settimeout(timeouts.get("read"))
-                status, reason, headers = self._read_head(connection)
+                response = Body(connection, headers, status in (204, 304), self.checkin, deadline)
                 break
             except socket.timeout:
                 connection.close()
@@ -105,7 +120,7 @@ class LeanTransport:
             except BaseException:
                 connection.close()
                 raise
-        return status, reason, headers, Body(connection, headers, status in (204, 304), self.checkin)
+        return status, reason, headers, response
 
     def close(self) -> None:
         for connections in self._idle.values():
@@ -139,12 +154,12 @@ class LeanTransport:
             cached = self._addresses[(host, port)] = (time.monotonic() + 60.0, (family, kind, protocol), address)
         return cached[1:]
 
-    def _connect(self, origin: Origin, timeouts: dict) -> _Connection:
+    def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
         try:
             kind, address = self._resolve(host, port)
             sock = socket.socket(*kind)
-            sock.settimeout(timeouts.get("connect"))
+            sock.settimeout(timeout)
             try:
                 sock.connect(address)
             except OSError:
@@ -164,144 +179,45 @@ class LeanTransport:
 
     # -- wire format ---------------------------------------------------------
     @staticmethod
-    def _read_head(connection: _Connection) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        data = b""
-        while (end := data.find(b"\r\n\r\n")) < 0:
+    def _read_head(connection: _Connection, read_timeout: float | None,
+                   deadline: float | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        data = bytearray(connection.buffer)
+        searched = 0
+        while (end := data.find(b"\r\n\r\n", searched)) < 0:
             if len(data) > MAX_HEAD:
-                raise httpx2.RemoteProtocolError("response head too large")
+                raise MalformedResponse("response head too large")
+            searched = max(len(data) - 3, 0)  # a head dripped a byte a read is still scanned once
+            connection.sock.settimeout(_within(read_timeout, deadline))
             more = connection.sock.recv(READ_SIZE)
             if not more:
                 if not data and connection.reused:
                     raise _StaleConnection()
                 raise httpx2.RemoteProtocolError("server closed the connection without a response")
             data += more
-        lines = data[:end].split(b"\r\n")
-        connection.buffer = data[end + 4:]
+        if end > MAX_HEAD:
+            raise MalformedResponse("response head too large")
+        lines = bytes(data[:end]).split(b"\r\n")
+        connection.buffer = bytes(data[end + 4:])
         try:
             version, status, *reason = lines[0].split(b" ", 2)
+            if not version.startswith(b"HTTP/1.") or len(status) != 3 or not status.isdigit():
+                raise ValueError
             headers = [(name.strip(), value.strip()) for name, _, value in
                        (line.partition(b":") for line in lines[1:] if b":" in line)]
             return int(status), reason[0] if reason else b"", headers
         except ValueError:
-            raise httpx2.RemoteProtocolError("malformed response head") from None
+            raise MalformedResponse("malformed response head") from None
+
+
+def _within(timeout: float | None, deadline: float | None, expired: type = socket.timeout) -> float | None:
+    """A step's timeout, cut to the time left before the deadline; `expired` raised if none is."""
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("timed out")
+    return left if timeout is None else min(timeout, left)
 
 
 class _StaleConnection(Exception):
     """A reused connection was closed by the server before answering."""
-
-
-class Body:
-    """The response body: each socket read becomes one piece, chunked framing removed.
-
-    Iterate it, then close it: a connection whose body was read to its end goes back
-    to the pool (`checkin`), any other is closed.
-    """
-
-    def __init__(self, connection: _Connection, headers: list[tuple[bytes, bytes]], empty: bool,
-                 checkin: Callable[[_Connection], None]) -> None:
-        self._connection, self._checkin = connection, checkin
-        self._complete = empty  # 204 and 304 have no body
-        self._chunked = self._length = None
-        self._keep_alive = True
-        self._drained, self._read_at = False, 0.0
-        sock = connection.sock
-        # gevent's own wait for a plain socket to become readable (with the socket's
-        # timeout); not for TLS, whose buffer may hold bytes the socket no longer shows.
-        self._wait_readable = (partial(sock._wait, sock._read_event)
-                               if hasattr(sock, "_read_event") and not hasattr(sock, "pending") else None)
-        for name, value in headers:
-            name = name.lower()
-            if name == b"transfer-encoding":
-                self._chunked = b"chunked" in value.lower()
-            elif name == b"content-length":
-                self._length = int(value)
-            elif name == b"connection" and value.lower() == b"close":
-                self._keep_alive = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        if self._complete:
-            return
-        try:
-            if self._chunked:
-                yield from self._read_chunked()
-            elif self._length is not None:
-                yield from self._read_length(self._length)
-            else:
-                self._keep_alive = False
-                yield from self._read_until_close()
-        except socket.timeout:
-            raise httpx2.ReadTimeout("timed out reading the response") from None
-        except OSError as exc:
-            raise httpx2.ReadError(str(exc)) from None
-
-    def _recv(self) -> bytes:
-        if self._drained and self._wait_readable is not None and time.monotonic() - self._read_at < FRESH:
-            # The last read emptied the socket moments ago, so reading now would fail
-            # (EAGAIN) and then wait: a wasted system call and exception per token. Wait
-            # first. (A socket emptied longer ago, by a stream that paused, has likely
-            # filled again: there, waiting first would cost a trip through the hub.)
-            self._wait_readable()
-        data = self._connection.sock.recv(READ_SIZE)
-        self._drained, self._read_at = len(data) < READ_SIZE, time.monotonic()
-        if not data:
-            raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
-        return data
-
-    def _read_length(self, remaining: int) -> Iterator[bytes]:
-        data, self._connection.buffer = self._connection.buffer, b""
-        while True:
-            if data:
-                data, extra = data[:remaining], data[remaining:]
-                remaining -= len(data)
-                if extra:
-                    self._keep_alive = False  # the server sent more than it announced
-                yield data
-            if remaining <= 0:
-                self._complete = True
-                return
-            data = self._recv()
-
-    def _read_until_close(self) -> Iterator[bytes]:
-        data, self._connection.buffer = self._connection.buffer, b""
-        if data:
-            yield data
-        while data := self._connection.sock.recv(READ_SIZE):
-            yield data
-        self._complete = True
-
-    def _read_chunked(self) -> Iterator[bytes]:
-        buffer = self._connection.buffer
-        self._connection.buffer = b""
-        while True:
-            pieces = []
-            position = 0
-            # Every complete chunk in what has arrived so far.
-            while (line_end := buffer.find(b"\r\n", position)) >= 0:
-                try:
-                    size = int(buffer[position:line_end].split(b";", 1)[0], 16)
-                except ValueError:
-                    raise httpx2.RemoteProtocolError("malformed chunk size") from None
-                if size == 0:
-                    if buffer.find(b"\r\n\r\n", line_end) < 0:
-                        break  # the trailer section has not fully arrived
-                    if pieces:
-                        yield b"".join(pieces)
-                    self._complete = True
-                    return
-                start = line_end + 2
-                if len(buffer) < start + size + 2:
-                    break  # this chunk has not fully arrived
-                pieces.append(buffer[start:start + size])
-                position = start + size + 2
-            if pieces:
-                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            buffer = buffer[position:] + self._recv()
-
-    def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        if self._complete and self._keep_alive:
-            self._checkin(connection)
-        else:
-            connection.close()  # unread body: the connection cannot be reused

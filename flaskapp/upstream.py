@@ -13,7 +13,12 @@ make is composed once per process and sent over `LeanTransport`: the client's ow
 per-call machinery (option models, URL and header merging, the httpx request)
 costs more CPU than relaying a whole answer, and it runs once per request. The
 `httpx` path sends every request through `client.post()` instead, for what the lean
-path leaves out: proxies, HTTP/2, credentials that change while the process runs.
+path leaves out: proxies, HTTP/2, credentials that change while the process runs. A
+proxy set in the environment for the upstream's host stops the lean path at start-up,
+rather than being silently bypassed.
+
+A blocking call is bounded as a whole: `request_timeout` from its start to its last
+byte, however slowly the bytes come, and `max_answer_bytes` of answer at most.
 
 The client is made lazily per process: gunicorn forks workers after loading the
 config, and a connection pool must never be shared across a fork.
@@ -25,6 +30,7 @@ import os
 import random
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -32,11 +38,12 @@ import httpx2
 import openai
 
 from .chatstream import ChatStream
+from .config import ConfigError
 from .errors import (UpstreamError, UpstreamTimeout, UpstreamUnavailable, from_openai, from_status, unreachable,
                      unreadable)
 from .guard import Guard, UpstreamSilent
 from .params import ChatParams
-from .transport import Body, LeanTransport, Origin
+from .transport import Body, LeanTransport, MalformedResponse, Origin
 
 CHAT_COMPLETIONS = "/chat/completions"
 T = TypeVar("T")
@@ -82,6 +89,9 @@ class Upstream:
         self._transport: LeanTransport | None = None
         self._endpoint: tuple[Origin, bytes] | None = None
         self._client_lock: tuple[int, threading.Lock] = (0, threading.Lock())
+        if self._lean:
+            _refuse_proxies(client_options.get("base_url") or os.environ.get("OPENAI_BASE_URL")
+                            or "https://api.openai.com/v1")
 
     @property
     def client(self) -> openai.OpenAI:
@@ -114,20 +124,36 @@ class Upstream:
         """The upstream's JSON answer to a blocking call, as the bytes it sent."""
         s = self.settings
         deadline = time.monotonic() + s.request_timeout
-        if not self._lean:
+        if self._lean:
+            response = self._retrying(lambda: self._send(body, s.request_timeout, deadline), guard, deadline)
+            if response.length is not None and response.length > s.max_answer_bytes:
+                response.close()
+                raise _too_large(s.max_answer_bytes)
+            pieces, close = iter(response), response.close
+        else:
             timeout = httpx2.Timeout(s.request_timeout, connect=s.connect_timeout)
-            return self._retrying(lambda: self._post(body, timeout).content, guard, deadline)
-        response = self._retrying(lambda: self._send(body, s.request_timeout), guard, deadline)
+            response = self._retrying(lambda: self._post(body, timeout, stream=True), guard, deadline)
+            pieces, close = response.iter_bytes(), response.close
         guard.waiting = True
         try:
-            return b"".join(response)
+            answer, size = [], 0
+            for piece in pieces:
+                size += len(piece)
+                if size > s.max_answer_bytes:
+                    raise _too_large(s.max_answer_bytes)
+                if time.monotonic() > deadline:  # the lean body enforces it; httpx, only per read
+                    raise httpx2.ReadTimeout("past the deadline")
+                answer.append(piece)
+            return b"".join(answer)
         except httpx2.TimeoutException:
-            raise UpstreamTimeout("The model server did not answer in time.") from None
+            raise UpstreamTimeout(f"The model server did not answer within {s.request_timeout:g} s.") from None
+        except (MalformedResponse, httpx2.DecodingError):
+            raise _malformed() from None
         except httpx2.TransportError:
             raise UpstreamUnavailable("The model server dropped the connection.") from None
         finally:
             guard.waiting = False
-            response.close()
+            close()
 
     def open_stream(self, body: dict[str, Any], guard: Guard) -> ChatStream:
         s = self.settings
@@ -187,12 +213,16 @@ class Upstream:
         url = client.base_url
         target = url.path.rstrip("/") + CHAT_COMPLETIONS + (f"?{url.query.decode()}" if url.query else "")
         headers = {**client.default_headers, **client.auth_headers}
-        lines = [f"POST {target} HTTP/1.1", f"Host: {url.netloc.decode()}", "Connection: keep-alive"]
-        lines += [f"{name}: {value}" for name, value in headers.items() if isinstance(value, str)]
+        # The body is read as it comes, undecoded: the client's headers ask for no compression
+        # (httpx adds its own Accept-Encoding), and "identity" says so explicitly.
+        lines = [f"POST {target} HTTP/1.1", f"Host: {url.netloc.decode()}", "Connection: keep-alive",
+                 "Accept-Encoding: identity"]
+        lines += [f"{name}: {value}" for name, value in headers.items()
+                  if isinstance(value, str) and name.lower() != "accept-encoding"]
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         return origin, ("\r\n".join(lines) + "\r\n").encode("latin-1")
 
-    def _send(self, body: dict[str, Any], read_timeout: float | None) -> Body:
+    def _send(self, body: dict[str, Any], read_timeout: float | None, deadline: float | None = None) -> Body:
         """POST the body over the lean transport; the response's body once its status is 2xx."""
         s = self.settings
         origin, head = self._request_head()
@@ -200,14 +230,19 @@ class Upstream:
         timeouts = {"connect": s.connect_timeout, "write": s.connect_timeout, "read": read_timeout}
         try:
             status, _, headers, response = self._transport.send(
-                origin, head + b"Content-Length: %d\r\n\r\n" % len(payload), payload, timeouts)
+                origin, head + b"Content-Length: %d\r\n\r\n" % len(payload), payload, timeouts, deadline)
         except httpx2.TimeoutException:
             raise UpstreamTimeout("The model server did not answer in time.") from None
+        except MalformedResponse:
+            raise _malformed() from None
         except httpx2.TransportError:
             raise unreachable() from None
-        if status >= 400:
+        if not 200 <= status < 300:  # a redirect, too, is an error: its body is no answer
             response.close()
             raise from_status(status, _header(headers, b"retry-after"))
+        if response.content_coding not in (None, b"identity"):
+            response.close()
+            raise UpstreamError("The model server compressed its answer, which it was not asked to do.")
         return response
 
 
@@ -216,6 +251,31 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+def _malformed() -> UpstreamError:
+    return UpstreamError("The model server sent a malformed HTTP response.")
+
+
+def _too_large(limit: int) -> UpstreamError:
+    return UpstreamError(f"The model server's answer was larger than {limit} bytes.")
+
+
+def _refuse_proxies(base_url: str) -> None:
+    """Raise ConfigError when the environment asks for a proxy to the upstream: the lean
+    transport connects directly, and must not silently ignore it."""
+    url = httpx2.URL(str(base_url))
+    proxies = urllib.request.getproxies_environment()
+    scheme = url.scheme if url.scheme in proxies else "all"
+    if not proxies.get(scheme):
+        return
+    host = url.host + (f":{url.port}" if url.port else "")
+    if urllib.request.proxy_bypass_environment(host, proxies):
+        return
+    # The proxy's URL is not quoted: it may hold a password.
+    raise ConfigError(f"{scheme.upper()}_PROXY is set and applies to the upstream {url.host}, but the lean "
+                      "upstream transport does not use proxies: set FLASKAPP_UPSTREAM_TRANSPORT=httpx to go "
+                      "through the proxy, or add the host to NO_PROXY to connect directly.")
 
 
 def _backoff(attempt: int, retry_after: str | None) -> float:
@@ -244,6 +304,11 @@ def parse_completion(body: bytes) -> Completion:
     try:
         data = json.loads(body)
         choice = data["choices"][0]
-        return Completion(choice["message"]["content"] or "", choice.get("finish_reason"), data.get("usage"))
-    except (ValueError, KeyError, IndexError, TypeError):
+        text = choice["message"]["content"] or ""
+        if not isinstance(text, str):
+            raise TypeError
+        usage = data.get("usage")
+        return Completion(text, choice.get("finish_reason"), usage if isinstance(usage, dict) else None)
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser's stack.
         raise unreadable() from None

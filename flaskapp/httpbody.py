@@ -1,0 +1,229 @@
+"""An HTTP/1.1 response body, read from its socket as it arrives (the lean transport's half).
+
+Each socket read becomes at most one piece of body, however many chunks (tokens) it held,
+and however large the chunk it is part of: the chunked decoder hands on the part of a chunk
+that has arrived and keeps only the framing bytes it has not yet understood (a size line
+split across two reads, bounded by `MAX_LINE`). Its work is linear in the bytes received;
+nothing is re-scanned or re-joined as a large chunk comes in.
+
+Framing the upstream gets wrong (RFC 9112 §6.3: conflicting or non-numeric Content-Length,
+Content-Length beside chunked, a transfer coding we cannot decode, an endless size line) is
+a `MalformedResponse`; its connection is closed, never reused.
+"""
+from __future__ import annotations
+
+import socket
+import time
+from functools import partial
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import httpx2
+
+if TYPE_CHECKING:
+    from .transport import _Connection
+
+READ_SIZE = 16384  # bytes per read: larger batches more tokens per write, smaller keeps turns short
+MAX_LINE = 4096  # longest chunk-size line, extensions included
+MAX_TRAILERS = 16384
+FRESH = 0.005  # seconds: a socket emptied more recently than this is taken to be still empty
+
+
+class MalformedResponse(httpx2.RemoteProtocolError):
+    """The response breaks HTTP/1.1's framing: its body's end cannot be trusted."""
+
+
+def framing(headers: list[tuple[bytes, bytes]]) -> tuple[bool, int | None, bool, bytes | None]:
+    """(chunked, content length, keep-alive, content coding) from a response's headers."""
+    chunked, length, keep_alive, coding = False, None, True, None
+    codings: list[bytes] = []
+    for name, value in headers:
+        name = name.lower()
+        if name == b"content-length":
+            for item in value.split(b","):  # "5, 5" is allowed, as two identical headers are
+                item = item.strip()
+                if not item.isdigit() or len(item) > 18:
+                    raise MalformedResponse("malformed Content-Length")
+                if length is not None and int(item) != length:
+                    raise MalformedResponse("conflicting Content-Length headers")
+                length = int(item)
+        elif name == b"transfer-encoding":
+            codings += [token.strip() for token in value.lower().split(b",") if token.strip()]
+        elif name == b"connection":
+            keep_alive = keep_alive and b"close" not in [token.strip() for token in value.lower().split(b",")]
+        elif name == b"content-encoding":
+            coding = value.strip().lower()
+    if codings:
+        if codings != [b"chunked"]:
+            raise MalformedResponse("unsupported Transfer-Encoding")
+        if length is not None:
+            raise MalformedResponse("Content-Length together with chunked")
+        chunked = True
+    return chunked, length, keep_alive, coding
+
+
+class Body:
+    """The response body: each socket read becomes one piece, chunked framing removed.
+
+    Iterate it, then close it: a connection whose body was read to its end goes back
+    to the pool (`checkin`), any other is closed. With a `deadline` (monotonic time),
+    no read waits past it: the whole body, however slowly it comes, ends by then.
+    """
+
+    def __init__(self, connection: "_Connection", headers: list[tuple[bytes, bytes]], empty: bool,
+                 checkin: Callable[["_Connection"], None], deadline: float | None = None) -> None:
+        self._connection, self._checkin = connection, checkin
+        self._complete = empty  # 204, 304 and 101 have no body
+        self._chunked, self.length, self._keep_alive, self.content_coding = framing(headers)
+        self._drained, self._read_at = False, 0.0
+        sock = connection.sock
+        self._deadline, self._read_timeout = deadline, sock.gettimeout()
+        # gevent's own wait for a plain socket to become readable (with the socket's
+        # timeout); not for TLS, whose buffer may hold bytes the socket no longer shows.
+        self._wait_readable = (partial(sock._wait, sock._read_event)
+                               if hasattr(sock, "_read_event") and not hasattr(sock, "pending") else None)
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._complete:
+            return
+        try:
+            if self._chunked:
+                yield from self._read_chunked()
+            elif self.length is not None:
+                yield from self._read_length(self.length)
+            else:
+                self._keep_alive = False
+                yield from self._read_until_close()
+        except socket.timeout:
+            raise httpx2.ReadTimeout("timed out reading the response") from None
+        except OSError as exc:
+            raise httpx2.ReadError(str(exc)) from None
+
+    def _recv(self) -> bytes:
+        """The next read; b"" at the end of the stream."""
+        sock = self._connection.sock
+        if self._deadline is not None:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout()
+            sock.settimeout(left if self._read_timeout is None else min(left, self._read_timeout))
+        if self._drained and self._wait_readable is not None and time.monotonic() - self._read_at < FRESH:
+            # The last read emptied the socket moments ago, so reading now would fail
+            # (EAGAIN) and then wait: a wasted system call and exception per token. Wait
+            # first. (A socket emptied longer ago, by a stream that paused, has likely
+            # filled again: there, waiting first would cost a trip through the hub.)
+            self._wait_readable()
+        data = sock.recv(READ_SIZE)
+        self._drained, self._read_at = len(data) < READ_SIZE, time.monotonic()
+        return data
+
+    def _more(self) -> bytes:
+        data = self._recv()
+        if not data:
+            raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
+        return data
+
+    def _read_length(self, remaining: int) -> Iterator[bytes]:
+        data, self._connection.buffer = self._connection.buffer, b""
+        while True:
+            if data:
+                data, extra = data[:remaining], data[remaining:]
+                remaining -= len(data)
+                if extra:
+                    self._keep_alive = False  # the server sent more than it announced
+                yield data
+            if remaining <= 0:
+                self._complete = True
+                return
+            data = self._more()
+
+    def _read_until_close(self) -> Iterator[bytes]:
+        data, self._connection.buffer = self._connection.buffer, b""
+        if data:
+            yield data
+        while data := self._recv():
+            yield data
+        self._complete = True
+
+    def _read_chunked(self) -> Iterator[bytes]:
+        data, self._connection.buffer = self._connection.buffer, b""
+        remaining = 0  # bytes of the current chunk's data still to come
+        crlf_due = False  # the CRLF that ends a chunk's data is still to come
+        while True:
+            end = len(data)
+            if remaining >= end:
+                # The whole read is the middle of a large chunk: it goes on as it came.
+                remaining -= end
+                if end:
+                    yield data
+                data = self._more()
+                continue
+            pieces = []
+            position = 0
+            if remaining:
+                pieces.append(data[:remaining])
+                position, remaining = remaining, 0
+            # Every chunk that starts in this read, the last one perhaps only in part.
+            while True:
+                if crlf_due:
+                    if end - position < 2:
+                        break
+                    if not data.startswith(b"\r\n", position):
+                        raise MalformedResponse("chunk data longer than its size")
+                    position += 2
+                    crlf_due = False
+                line_end = data.find(b"\r\n", position)
+                if line_end < 0 or line_end - position > MAX_LINE:
+                    break
+                extension = data.find(b";", position, line_end)
+                try:
+                    size = int(data[position:line_end if extension < 0 else extension], 16)
+                except ValueError:
+                    size = -1
+                if size < 0:
+                    raise MalformedResponse("malformed chunk size")
+                start = line_end + 2
+                if size == 0:
+                    if pieces:
+                        yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                    self._read_trailers(data[start:])
+                    return
+                crlf_due = True
+                if start + size > end:  # this chunk goes on in later reads
+                    if start < end:
+                        pieces.append(data[start:])
+                    remaining, position = start + size - end, end
+                    break
+                pieces.append(data[start:start + size])
+                position = start + size
+            if end - position > MAX_LINE:
+                raise MalformedResponse("chunk size line too long")
+            if pieces:
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            # Only the few framing bytes not yet understood are carried over.
+            data = data[position:] + self._more() if position < end else self._more()
+
+    def _read_trailers(self, data: bytes) -> None:
+        # After the last chunk: an empty line, or trailer fields and then one.
+        while True:
+            if data.startswith(b"\r\n"):
+                done = 2
+            else:
+                found = data.find(b"\r\n\r\n")
+                done = found + 4 if found >= 0 else 0
+            if done:
+                if len(data) > done:
+                    self._keep_alive = False  # bytes after the end: the connection is out of step
+                self._complete = True
+                return
+            if len(data) > MAX_TRAILERS:
+                raise MalformedResponse("trailers too large")
+            data += self._more()
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        if self._complete and self._keep_alive:
+            self._checkin(connection)
+        else:
+            connection.close()  # unread body: the connection cannot be reused
