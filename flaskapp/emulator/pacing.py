@@ -41,7 +41,7 @@ def take_fault(emulator: "Emulator", environ: dict) -> Fault:
     except (TypeError, ValueError) as exc:
         raise BadRequest(f"bad X-Emulator-Fault: {exc}") from None
     if fault is not NO_FAULT:
-        kind = next(k for k, v in fault.__dict__.items() if v not in (None, 0.0))
+        kind = next(k for k, v in fault.__dict__.items() if v != getattr(NO_FAULT, k))
         emulator.stats.faults[kind] = emulator.stats.faults.get(kind, 0) + 1
     return fault
 
