@@ -1,21 +1,44 @@
-"""One system call per write to a client, for gunicorn's gevent worker.
+"""Client connections of gunicorn's gevent worker: one system call per write, and a stall timeout.
 
 A relayed stream is many small writes: one per upstream read, often a single token.
 gevent's `sendall` prepares every one of them for a payload larger than the socket
 buffer, which a token never is: a memoryview, a getsockopt(SO_SNDBUF) system call, a
 clock read and three nested calls, costing more than the send itself. Here a write
 that fits the buffer, nearly all of them, is one send(); only what is left over, on
-a slow client, takes gevent's path, with its waiting and its timeout.
+a slow client, waits for room.
+
+Every connection also gets `FLASKAPP_CLIENT_TIMEOUT` as its socket timeout, as nginx's
+`client_body_timeout` and `send_timeout`: a client that sends no byte of its request
+body, or takes no byte of our answer, for that long is dropped. A stalled body raises
+`socket.timeout` in the view (a 408, `errors.py`); a stalled write raises it from
+gunicorn's write, which ends the relay and its upstream call, and closes the
+connection here without a traceback. Waiting for the next request on a kept-alive
+connection stays bounded by gunicorn's `keepalive`.
+
+Written against gunicorn 27.0 and gevent 26.9: `GeventWorker.handle` makes each
+connection blocking (dropping any timeout) before serving it, and the keep-alive loop
+waits for each request's head inside `worker.timeout_ctx()`. TLS connections keep
+gevent's own socket and get no timeout (TLS ends at nginx in deploy/).
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import socket
+from typing import Any, Iterator
 
+import gevent
 import gevent.socket
 
 
 class ClientSocket(gevent.socket.socket):
     __slots__ = ()  # the same layout as gevent's socket, so a connection can become one
+    stall_timeout: float | None = None  # seconds without progress; set per worker by install()
+
+    def setblocking(self, flag: bool) -> None:
+        # gunicorn's worker makes every connection blocking, which would clear the timeout.
+        super().setblocking(flag)
+        if flag:
+            self.settimeout(self.stall_timeout)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         try:
@@ -23,16 +46,42 @@ class ClientSocket(gevent.socket.socket):
         except BlockingIOError:
             sent = 0
         if sent < len(data):
-            super().sendall(memoryview(data)[sent:], flags)
+            view = memoryview(data)
+            while sent < len(data):
+                # gevent's send waits up to the timeout for room. Its sendall counts the
+                # timeout over the whole write: a slow reader still reading would be dropped.
+                sent += self.send(view[sent:], flags)
 
 
 def install(worker: Any) -> None:
     """gunicorn's post_worker_init hook, for gevent workers: hand requests ClientSockets."""
-    handle = worker.handle
+    config = getattr(worker.wsgi, "config", {})  # worker.wsgi: the Flask app
+    socket_class = type("ClientSocket", (ClientSocket,),
+                        {"__slots__": (), "stall_timeout": config.get("CLIENT_TIMEOUT")})
+    handle, serve, keepalive = worker.handle, worker.handle_request, worker.timeout_ctx
 
     def handle_client(listener: Any, client: Any, address: Any) -> None:
         if type(client) is gevent.socket.socket:  # plain TCP; a TLS socket has its own sendall
-            client.__class__ = ClientSocket
+            client.__class__ = socket_class
         handle(listener, client, address)
 
-    worker.handle = handle_client  # the worker's servers are made after this hook, from it
+    def handle_request(*args: Any) -> Any:
+        try:
+            return serve(*args)
+        except socket.timeout:
+            # The client took no byte of the answer for CLIENT_TIMEOUT. gunicorn would log
+            # a traceback for it; end the connection quietly, as a client leaving is.
+            raise StopIteration from None
+
+    @contextlib.contextmanager
+    def wait_for_next_request() -> Iterator[None]:
+        # Where CLIENT_TIMEOUT is shorter than keepalive, it ends an idle connection first:
+        # as quietly as gunicorn's own keep-alive timeout does (no request: the loop ends).
+        with keepalive():
+            try:
+                yield
+            except socket.timeout:
+                pass
+
+    # The worker's servers are made after this hook, from these.
+    worker.handle, worker.handle_request, worker.timeout_ctx = handle_client, handle_request, wait_for_next_request

@@ -3,6 +3,7 @@
 
     ApiError                    any status
     ├── InvalidRequest          400 invalid_request_error (bad input; 404/405/413 come from Werkzeug)
+    ├── ClientTimeout           408 request_timeout: the body stalled for CLIENT_TIMEOUT; the connection closes
     ├── ClientClosedRequest     499 client_closed_request: the client left first (nobody reads it)
     └── UpstreamError           502 upstream_error: the model server failed or answered nonsense
         ├── UpstreamRateLimited 429 rate_limit_error, with the upstream's Retry-After
@@ -16,9 +17,10 @@ are never passed on verbatim: an upstream 401 message quotes part of the API key
 from __future__ import annotations
 
 import logging
+import socket
 
 import openai
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("flaskapp")
@@ -43,6 +45,10 @@ class ApiError(Exception):
 
 class InvalidRequest(ApiError):
     status, type = 400, "invalid_request_error"
+
+
+class ClientTimeout(ApiError):
+    status, type, code = 408, "invalid_request_error", "request_timeout"
 
 
 class ClientClosedRequest(ApiError):
@@ -110,7 +116,21 @@ def error_response(error: ApiError) -> Response:
     response.status_code = error.status
     if error.retry_after:
         response.headers["Retry-After"] = error.retry_after
+    if isinstance(error, ClientTimeout):
+        _close_after_answer()
     return response
+
+
+def _close_after_answer() -> None:
+    # The rest of the body may still come: the connection cannot carry another request.
+    # gunicorn drops an application's `Connection: close`; a socket shut for reading
+    # makes its next read see the end, so it closes once the 408 is written.
+    client = request.environ.get("gunicorn.socket")
+    if client is not None:
+        try:
+            client.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
 
 def init_app(app: Flask) -> None:

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from . import backpressure
 from .errors import ApiError, InvalidRequest, unreadable
-from .params import request_body
+from .params import load_json, request_body
 from .relay import Relay, complete
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
@@ -28,8 +28,7 @@ class ModelNotFound(ApiError):
 
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
-    body = _checked_body(current_app.config)  # g.record: made by requestlog for every request
-    g.record.model = body["model"]
+    body = _checked_body(current_app.config)
     backpressure.admit(g.record)
     upstream = current_app.extensions["upstream"]
     if body.get("stream"):
@@ -38,7 +37,7 @@ def chat_completions() -> Response:
     answer = complete(upstream, body, request.environ)
     try:
         json.loads(answer)  # a 200 whose body no SDK could parse is the upstream's failure
-    except ValueError:
+    except (ValueError, RecursionError):
         raise unreadable() from None
     return Response(answer, content_type=JSON)
 
@@ -52,15 +51,13 @@ def models() -> Response:
 
 
 def _checked_body(config: Any) -> dict[str, Any]:
-    try:
-        body = json.loads(request_body(request))
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("We could not parse the JSON body of your request.") from None
+    body = load_json(request_body(request), "We could not parse the JSON body of your request.")
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("you must provide a model parameter", param="model")
+    g.record.model = model[:100]  # g.record: made by requestlog for every request; logged even if refused
     if model not in config["ALLOWED_MODELS"]:
         raise ModelNotFound(f"The model `{model[:100]}` does not exist or you do not have access to it.",
                             param="model")

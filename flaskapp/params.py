@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from flask import Request
+from flask import Request, current_app
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from .errors import InvalidRequest
+from .errors import ClientTimeout, InvalidRequest
 
 FIELDS = ("prompt", "system", "max_tokens", "temperature", "model")
+MAX_JSON_DEPTH = 100  # levels of nesting in a request body: far more than a chat request needs
 
 
 @dataclass(frozen=True)
@@ -34,11 +37,73 @@ class ChatParams:
 
 
 def request_body(request: Request) -> bytes:
-    """The whole request body; a body cut short of its Content-Length is refused, not guessed at."""
-    raw = request.get_data(cache=True)
-    if request.content_length is not None and len(raw) != request.content_length:
+    """The whole request body; a body cut short of its Content-Length is refused, not guessed at.
+
+    A body that stalls for CLIENT_TIMEOUT is a 408; a chunked body past
+    MAX_CONTENT_LENGTH a 413, as one whose Content-Length says so.
+    """
+    try:
+        raw = request.get_data(cache=True)
+    except ClientDisconnected as exc:
+        # Werkzeug turns every read error into ClientDisconnected; the socket's timeout is its cause.
+        if isinstance(exc.__context__, socket.timeout):
+            raise _stalled() from None
+        raise
+    if request.content_length is None:
+        _refuse_beyond_limit(request, len(raw))
+    elif len(raw) != request.content_length:
         raise InvalidRequest("The request body is shorter than its Content-Length.")
     return raw
+
+
+def _refuse_beyond_limit(request: Request, size: int) -> None:
+    # Werkzeug reads a body without Content-Length (chunked) up to MAX_CONTENT_LENGTH and
+    # stops there, silently: whatever lies beyond would be dropped. One byte more from
+    # the server's stream tells a body that ends at the limit from one that goes on.
+    limit = request.max_content_length
+    if limit is not None and size >= limit and request.environ.get("wsgi.input_terminated"):
+        try:
+            more = request.input_stream.read(1)
+        except socket.timeout:
+            raise _stalled() from None
+        if more:
+            raise RequestEntityTooLarge()
+
+
+def _stalled() -> ClientTimeout:
+    return ClientTimeout(f"No byte of the request body came for {current_app.config['CLIENT_TIMEOUT']:g} s.")
+
+
+def load_json(raw: bytes, invalid: str) -> Any:
+    """The request body's JSON; a 400 with `invalid` when it is not JSON, or when it nests too deeply.
+
+    Python's JSON parser and writer recurse once per level, up to the interpreter's
+    limit (1,000 frames, less what the server stack already holds): a body that parses
+    may still fail to be written back out to the upstream. MAX_JSON_DEPTH keeps both
+    far from it.
+    """
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest(invalid) from None
+    except RecursionError:
+        body = None
+    else:
+        # As many brackets as levels are needed to nest that deep: most bodies need no walk.
+        if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH or not _deeper_than(body, MAX_JSON_DEPTH):
+            return body
+    raise InvalidRequest(f"The request body is nested too deeply (more than {MAX_JSON_DEPTH} levels).")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    pending = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def read_fields(request: Request) -> tuple[Mapping[str, Any], bool]:
@@ -50,10 +115,7 @@ def read_fields(request: Request) -> tuple[Mapping[str, Any], bool]:
         return request.args, False
     if request.mimetype == "application/x-www-form-urlencoded":
         return request.form, False
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("The request body is not valid JSON.") from None
+    body = load_json(raw, "The request body is not valid JSON.")
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     unknown = sorted(set(body) - set(FIELDS) - {"format"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, request
 
 from . import backpressure, params
-from .relay import Relay, complete
+from .relay import STREAM_HEADERS, Relay, complete
 from .upstream import chat_body, parse_completion
 
 bp = Blueprint("prompt", __name__)
@@ -17,7 +17,8 @@ def _start() -> params.ChatParams:
     # g.record: made for every request by requestlog, before any view runs.
     chat = params.parse(request, current_app.config)
     g.record.model = chat.model
-    backpressure.admit(g.record)  # 503 at once past FLASKAPP_MAX_INFLIGHT
+    if request.method != "HEAD":  # HEAD calls no upstream: the views answer it at once
+        backpressure.admit(g.record)  # 503 at once past FLASKAPP_MAX_INFLIGHT
     return chat
 
 
@@ -28,9 +29,19 @@ def _wants_sse(chat: params.ChatParams) -> bool:
     return any(value == "text/event-stream" and quality > 0 for value, quality in request.accept_mimetypes)
 
 
+def _head(content_type: str, headers: dict[str, str] | None = None) -> Response:
+    # HEAD: the status and headers a GET would get, with no generation to throw away. No
+    # Content-Length: only the answer would tell it, and 0 would be false.
+    response = Response(content_type=content_type, headers=headers)
+    response.automatically_set_content_length = False
+    return response
+
+
 @bp.route("/", methods=["GET", "POST"])
 def blocking() -> Response:
     chat = _start()
+    if request.method == "HEAD":
+        return _head(TEXT)
     completion = parse_completion(complete(current_app.extensions["upstream"], chat_body(chat), request.environ))
     g.record.tokens = (completion.usage or {}).get("completion_tokens")
     return Response(completion.text, content_type=TEXT)
@@ -39,6 +50,8 @@ def blocking() -> Response:
 @bp.route("/stream", methods=["GET", "POST"])
 def stream() -> Response:
     chat = _start()
+    if request.method == "HEAD":
+        return _head(SSE if _wants_sse(chat) else TEXT, STREAM_HEADERS)
     relay = Relay.open(current_app.extensions["upstream"], chat_body(chat, stream=True),
                        request.environ, g.record)
     if _wants_sse(chat):

@@ -1,7 +1,11 @@
-"""The gevent worker's one-call client write: every byte still arrives, in order, however slow the reader."""
+"""The gevent worker's client connections: a one-call write whose bytes all arrive, in order, however
+slow the reader; and a timeout on a client that makes no progress, which ends its connection quietly."""
 from __future__ import annotations
 
 import socket as stdlib_socket
+
+import socket
+import time
 
 import gevent
 import gevent.socket
@@ -63,9 +67,31 @@ def test_a_closed_reader_is_an_error_not_a_silent_loss(pair):
             writer.sendall(b"x" * 65536)
 
 
+class Worker:
+    """gunicorn's GeventWorker, as far as install() touches it."""
+
+    def __init__(self, client_timeout: float | None = 2.0) -> None:
+        self.wsgi = type("App", (), {"config": {"CLIENT_TIMEOUT": client_timeout}})()
+        self.handled: list = []
+        self.served: list = []
+
+    def handle(self, listener, client, address) -> None:
+        client.setblocking(1)  # as GeventWorker.handle does, which clears a socket's timeout
+        self.handled.append((type(client), client.gettimeout()))
+
+    def handle_request(self, listener_name, req, sock, addr) -> None:
+        self.served.append(req)
+        if req == "timed out":
+            raise socket.timeout("timed out")
+        if req == "reset":
+            raise ConnectionResetError
+
+    def timeout_ctx(self):
+        return gevent.Timeout(5, False)
+
+
 def test_install_gives_plain_gevent_connections_the_fast_write_and_leaves_others_alone():
-    handled = []
-    worker = type("Worker", (), {"handle": lambda self, listener, client, address: handled.append(type(client))})()
+    worker = Worker()
     install(worker)
     plain, other = gevent.socket.socket(), stdlib_socket.socket()
     try:
@@ -74,4 +100,68 @@ def test_install_gives_plain_gevent_connections_the_fast_write_and_leaves_others
     finally:
         plain.close()
         other.close()
-    assert handled == [ClientSocket, stdlib_socket.socket]
+    (plain_class, plain_timeout), (other_class, _) = worker.handled
+    assert issubclass(plain_class, ClientSocket) and other_class is stdlib_socket.socket
+    assert plain_timeout == 2.0  # CLIENT_TIMEOUT survives the worker's setblocking(1)
+
+
+def test_without_a_client_timeout_connections_block_as_gunicorn_makes_them():
+    worker = Worker(client_timeout=None)
+    install(worker)
+    plain = gevent.socket.socket()
+    try:
+        worker.handle(None, plain, None)
+    finally:
+        plain.close()
+    assert worker.handled[0][1] is None
+
+
+def test_a_write_that_makes_no_progress_times_out(pair):
+    writer, reader = pair
+    writer.settimeout(0.3)
+    with pytest.raises(socket.timeout):
+        for _ in range(1000):  # the reader reads nothing: the buffers fill, then the wait times out
+            writer.sendall(b"x" * 65536)
+
+
+def test_a_slow_reader_that_keeps_reading_is_not_timed_out(pair):
+    # The timeout is on progress, as nginx's send_timeout: not on the whole write.
+    writer, reader = pair
+    writer.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 4096)
+    reader.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4096)
+    writer.settimeout(0.3)
+    payload = b"y" * 200_000
+
+    def read_slowly() -> bytes:
+        received = bytearray()
+        while len(received) < len(payload):
+            gevent.sleep(0.05)
+            received += reader.recv(8192)
+        return bytes(received)
+
+    reading = gevent.spawn(read_slowly)
+    started = time.monotonic()
+    writer.sendall(payload)
+    assert reading.get(timeout=30) == payload
+    assert time.monotonic() - started > 0.3  # longer than the timeout in all, never without progress
+
+
+def test_a_write_timeout_ends_the_connection_quietly_and_other_errors_pass_on():
+    worker = Worker()
+    install(worker)
+    with pytest.raises(StopIteration):  # gunicorn's keep-alive loop: close, log at debug
+        worker.handle_request("listener", "timed out", None, None)
+    with pytest.raises(ConnectionResetError):
+        worker.handle_request("listener", "reset", None, None)
+    assert worker.served == ["timed out", "reset"]
+
+
+def test_an_idle_connection_timing_out_ends_the_keepalive_wait_as_keepalive_does():
+    # CLIENT_TIMEOUT shorter than keepalive: gunicorn reads the next request's head in
+    # here, and with no request (no exception) its keep-alive loop ends, quietly.
+    worker = Worker()
+    install(worker)
+    with worker.timeout_ctx():
+        raise socket.timeout("timed out")
+    with pytest.raises(ValueError), worker.timeout_ctx():
+        raise ValueError
