@@ -191,9 +191,12 @@ def test_finish_reason(client, max_tokens, tokens, reason, stream):
         assert answer.choices[0].finish_reason == reason and answer.usage.completion_tokens == tokens
 
 
-def test_a_cut_json_answer_says_length(client):
-    answer = client.chat.completions.create(model="gpt-4", messages=MESSAGES, tools=[WEATHER], max_tokens=3)
-    assert answer.choices[0].finish_reason == "length"
+def test_a_cut_tool_call_says_length(client):
+    whole = client.chat.completions.create(model="gpt-4", messages=MESSAGES, tools=[WEATHER])
+    cut = client.chat.completions.create(model="gpt-4", messages=MESSAGES, tools=[WEATHER], max_tokens=3)
+    arguments = cut.choices[0].message.tool_calls[0].function.arguments
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 3
+    assert whole.choices[0].message.tool_calls[0].function.arguments.startswith(arguments)
 
 
 # -- legacy completions ----------------------------------------------------------------
