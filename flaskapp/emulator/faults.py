@@ -10,7 +10,9 @@ the same fields and a `count`). Fields:
     stall_after   tokens to send before stalling ...
     stall         ... for this many seconds (then carry on)
     cut_after     tokens to send before dropping the connection without finishing
+                  (a blocking answer: half its body, short of its Content-Length)
     malformed_after  tokens to send before one event that is not JSON
+                  (a blocking answer: a 200 whose body is not JSON)
     fail_after    tokens to send before the stream ends with the protocol's in-stream error
                   (chat and completions: `data: {"error": ...}`; Responses: `response.failed`);
                   a blocking call answers 500 after its time
