@@ -65,3 +65,50 @@ def test_a_stream_without_its_end_is_an_error():
     assert next(pieces) == [b'"Hi"']
     with pytest.raises(errors.UpstreamError, match="before the answer was complete"):
         next(pieces)
+
+
+def test_json_nested_too_deep_is_unreadable_not_a_crash():
+    with pytest.raises(errors.UpstreamError) as caught:
+        parse_completion(b"[" * 100_000 + b"]" * 100_000)
+    assert caught.value.status == 502
+
+
+@pytest.mark.parametrize("answer", [
+    b'{"choices":[{"message":{"content":5}}]}',
+    b'{"choices":"abc"}',
+    b'[1, 2]',
+], ids=["content not text", "choices not a list", "not an object"])
+def test_answers_of_the_wrong_shape_are_unreadable(answer):
+    with pytest.raises(errors.UpstreamError):
+        parse_completion(answer)
+
+
+def test_usage_of_the_wrong_shape_is_dropped():
+    completion = parse_completion(b'{"choices":[{"message":{"content":"hi"}}],"usage":5}')
+    assert completion.text == "hi" and completion.usage is None
+
+
+def dripping(pieces: int, piece: bytes = b"x", pause: float = 0.0):
+    import time
+
+    for _ in range(pieces):
+        if pause:
+            time.sleep(pause)
+        yield piece
+
+
+def test_the_httpx_path_ends_a_dripping_answer_at_the_request_deadline():
+    # Every piece comes well within the read timeout; only a deadline on the whole call ends it.
+    upstream = Upstream(UpstreamSettings(max_retries=0, request_timeout=0.5, transport="httpx"), api_key="sk-unit",
+                        base_url="http://upstream.test/v1", http_client=httpx2.Client(transport=httpx2.MockTransport(
+                            lambda request: httpx2.Response(200, content=dripping(40, pause=0.05)))))
+    with pytest.raises(errors.UpstreamTimeout):
+        upstream.complete(ARGUMENTS, Guard())
+
+
+def test_the_httpx_path_caps_the_answer_size():
+    upstream = Upstream(UpstreamSettings(max_retries=0, max_answer_bytes=100_000), api_key="sk-unit",
+                        base_url="http://upstream.test/v1", http_client=httpx2.Client(transport=httpx2.MockTransport(
+                            lambda request: httpx2.Response(200, content=dripping(1000, b"x" * 1024)))))
+    with pytest.raises(errors.UpstreamError, match="larger than 100000 bytes"):
+        upstream.complete(ARGUMENTS, Guard())
