@@ -90,6 +90,15 @@ def test_chat_n_choices_streamed_as_the_blocking_answer(client):
     assert all(len(chunk.choices) == 1 for chunk in chunks[:-1])
 
 
+def test_prompt_tokens_count_text_parts(client):
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Why stream?"}]},
+             {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+                                                                     "function": {"name": "f", "arguments": "{}"}}]},
+             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+    answer = client.chat.completions.create(model="gpt-4", messages=parts)
+    assert answer.usage.prompt_tokens == 3 + 4 * 3  # two words, one word, and 4 per message
+
+
 # -- chat: tool calls ------------------------------------------------------------------
 def test_tool_call(client):
     answer = client.chat.completions.create(model="gpt-4", messages=MESSAGES, tools=[WEATHER, SEARCH])
@@ -245,7 +254,8 @@ def test_responses(client):
     assert response.status == "completed" and response.object == "response"
     assert len(response.output_text.split()) == TOKENS
     assert response.usage.output_tokens == TOKENS
-    assert response.usage.total_tokens == response.usage.input_tokens + TOKENS
+    assert response.usage.input_tokens == 4  # the emulator counts words: "Why stream?" "Be brief."
+    assert response.usage.total_tokens == 4 + TOKENS
 
 
 def test_responses_cut_by_max_output_tokens(client):

@@ -120,7 +120,7 @@ def chat(emulator: "Emulator", environ: dict, start_response: StartResponse) -> 
     if fault.status:
         return fault_response(start_response, fault)
 
-    prompt_tokens = sum(words(m.get("content", "")) for m in messages) + 4 * len(messages)
+    prompt_tokens = sum(words(m.get("content")) for m in messages) + 4 * len(messages)
     completion_tokens = sum(len(c.pieces) for c in choices)
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
              "total_tokens": prompt_tokens + completion_tokens}

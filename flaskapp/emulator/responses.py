@@ -31,14 +31,10 @@ def _input(body: dict) -> tuple[object, int]:
     if isinstance(value, str):
         texts = [value]
     elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
-        texts = []
-        for item in value:
-            content = item.get("content", item.get("output", ""))
-            parts = content if isinstance(content, list) else [content]
-            texts += [p.get("text", "") if isinstance(p, dict) else str(p) for p in parts]
+        texts = [item.get("content", item.get("output")) for item in value]
     else:
         raise BadRequest("'input' must be a string or a non-empty array of input items.", param="input")
-    return (instructions, value), sum(map(words, texts)) + words(instructions or "")
+    return (instructions, value), sum(map(words, texts)) + words(instructions)
 
 
 def _event(kind: str, sequence: int, **fields: object) -> bytes:

@@ -91,6 +91,10 @@ def required_model(body: dict) -> str:
     return model
 
 
-def words(text: object) -> int:
-    """A prompt's length in tokens, as the emulator counts them: its words."""
-    return len(str(text).split())
+def words(content: object) -> int:
+    """A prompt's length in tokens, as the emulator counts them: its words (of a content's text parts)."""
+    if content is None:
+        return 0
+    if isinstance(content, list):
+        return sum(words(part.get("text") if isinstance(part, dict) else part) for part in content)
+    return len(str(content).split())
