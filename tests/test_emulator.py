@@ -14,7 +14,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from servers import ROOT, Emulator, request, start_emulator
+from servers import ROOT, Emulator, raw_request, request, start_emulator
 
 TOKENS = 20  # the emulator's natural answer length in these tests
 MESSAGES = [{"role": "user", "content": "Why stream?"}]
@@ -361,6 +361,20 @@ def test_stats_count_every_endpoint(emulator, client):
     stats = emulator.stats()
     assert stats["endpoints"] == {"/v1/embeddings": 1, "/v1/responses": 1}
     assert stats["completions_completed"] == 1 and stats["streams_completed"] == 1
+
+
+@pytest.mark.parametrize("path, body, counter", [
+    ("/v1/responses", {"model": "m", "input": "Hi", "stream": True}, "streams_aborted"),
+    ("/v1/completions", {"model": "m", "prompt": "Hi", "stream": True}, "streams_aborted"),
+    ("/v1/embeddings", {"model": "m", "input": "Hi"}, "completions_aborted"),
+])
+def test_a_caller_leaving_during_the_wait_is_counted_at_once(emulator, path, body, counter):
+    emulator.reset()
+    sock = raw_request(emulator.port, path, "POST", body=json.dumps(body).encode(),
+                       headers={"Content-Type": "application/json", "X-Emulator-Fault": "delay=30"})
+    assert emulator.wait_for(lambda s: s["in_flight"] == 1)["in_flight"] == 1
+    stats, _ = emulator.after_hang_up(sock, lambda s: s[counter] == 1)
+    assert stats[counter] == 1 and stats["in_flight"] == 0
 
 
 # -- bad input -------------------------------------------------------------------------

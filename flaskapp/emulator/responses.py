@@ -57,7 +57,7 @@ def responses(emulator: "Emulator", environ: dict, start_response: StartResponse
     indices = answer_tokens(settings.seed, key, count)
     response_id, item_id = "resp_" + uuid.uuid4().hex, "msg_" + uuid.uuid4().hex
     created = int(time.time())
-    usage = {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+    usage = {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
              "output_tokens": count, "output_tokens_details": {"reasoning_tokens": 0},
              "total_tokens": input_tokens + count}
 
