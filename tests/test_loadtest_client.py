@@ -259,3 +259,15 @@ def test_https_target_whose_certificate_is_not_trusted_is_a_connect_error(tmp_pa
     (record,) = run(lambda: run_kind(Target(url), "stream", 1, requests=1, timeout=5.0)).records
     thread.join(5)
     assert record.error == "connect" and "CERTIFICATE" in record.detail.upper()
+
+
+def test_the_last_progress_line_is_written_once(capsys):
+    # In a log (not a terminal), the watcher's line as the run ends and the final one were the same line twice.
+    from flaskapp.loadtest.client import Record
+    from flaskapp.loadtest.runner import Progress
+    progress = Progress("stream c=1")
+    records = [Record(kind="stream", start=0.0, total=1.0)]
+    progress.show(records, 1, 0.0)
+    progress.show(records, 1, 0.0, final=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "completed 1 of 1  failed 0  in flight 0" in lines[0]

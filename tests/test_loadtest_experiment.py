@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -40,6 +41,7 @@ def test_tiny_experiment_writes_report_plots_and_raw_records(tmp_path, capsys):
         assert not cell["timed_out"] and cell["summary"]["errors_by_kind"] == {}, cell
         assert cell["summary"]["completed"] == max(cell["concurrency"], 2)
         assert cell["upstream_tokens"] == 20 * cell["summary"]["completed"]
+        assert cell["summary"]["output_tokens"] == cell["upstream_tokens"]  # usage, or words of its words
     gevent = [c for c in cells if c["setup"] == "gevent"]
     assert all(c["server_cpu_s"] is not None for c in gevent)
     streams = [c for c in gevent if c["kind"] == "stream"]
@@ -49,7 +51,9 @@ def test_tiny_experiment_writes_report_plots_and_raw_records(tmp_path, capsys):
     for png in ("scaling.png", "timeline-gevent-c5.png", "distributions-direct-c5.png"):
         assert (out / png).read_bytes().startswith(b"\x89PNG")
     raw = json.loads((out / "raw" / "gevent-stream-c5.json").read_text())
-    assert len(raw) == 5 and {"ttft", "gaps", "total", "error"} <= set(raw[0])
+    assert len(raw) == 5 and {"ttft", "gaps", "total", "error", "inter_token_latency_ms"} <= set(raw[0])
+    assert {r["token_source"] for r in raw} == {"words"}  # a plain-text stream reports no usage
+    assert {r["number_output_tokens"] for r in raw} == {20}  # the emulator's tokens are words
     assert "gevent" in capsys.readouterr().out
 
 
@@ -64,6 +68,62 @@ def test_a_cell_that_cannot_finish_is_reported_as_timed_out(tmp_path):
     assert "TIMED OUT" in (out / "report.md").read_text()
 
 
+def _short_cell(out, limit: float, *extra: str) -> int:
+    # Answers of 0.3 s (0.2 s to the first token, 10 tokens at 100/s), one at a time, at least 3 a cell.
+    return main(["experiment", "--out", str(out), "--setup", "direct", "--kinds", "block", "--concurrency", "1",
+                 "--ttft", "0.2", "--tokens-per-second", "100", "--tokens", "10", "--min-requests", "3",
+                 "--cell-time-limit", str(limit), "--no-pin", *extra])
+
+
+def test_a_cell_sizes_itself_to_its_limit_instead_of_timing_out(tmp_path, capsys):
+    # 3 answers of 0.3 s one after another cannot fit in 0.6 s: the physical limit itself used to
+    # be reported TIMED OUT. The cell sends what fits, finishes, and the report says it was cut.
+    out = tmp_path / "out"
+    assert _short_cell(out, 0.6) == 0
+    (cell,) = json.loads((out / "cells.json").read_text())
+    assert not cell["timed_out"] and cell["sized_down"], cell
+    assert (cell["requests"], cell["wanted_requests"], cell["summary"]["completed"]) == (1, 3, 1)
+    assert cell["summary"]["errors_by_kind"] == {}
+    assert "direct block c=1 sent 1 of 3" in (out / "report.md").read_text()
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[direct block c=1]")]
+    assert len(progress) == 1 and "completed 1 of 1  failed 0" in progress[0]
+
+
+def test_a_limit_that_cannot_hold_one_request_is_refused_before_anything_starts(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _short_cell(tmp_path / "out", 0.3)
+    assert exit_.value.code == 2 and not (tmp_path / "out").exists()
+    assert "cannot hold one request" in capsys.readouterr().err
+
+
+def test_the_table_and_the_progress_line_agree_on_a_timed_out_cell(tmp_path, capsys):
+    # One sync worker, five blocking requests of 0.6 s: two finish within 1.5 s, the rest are cut.
+    out = tmp_path / "out"
+    main(["experiment", "--out", str(out), "--setup", "sync=-k sync -w 1", "--kinds", "block",
+          "--concurrency", "5", "--ttft", "0.5", "--tokens-per-second", "100", "--tokens", "10",
+          "--cell-time-limit", "1.5", "--no-pin"])
+    (cell,) = json.loads((out / "cells.json").read_text())
+    summary = cell["summary"]
+    err = capsys.readouterr().err.splitlines()
+    (last,) = [line for line in err if line.startswith("[sync block c=5]")]  # written once
+    assert f"completed {summary['completed']} of 5  failed {summary['errors']}  in flight 0" in last
+    row = next(line for line in err if line.startswith("sync "))
+    assert f" {summary['completed']}/5 TIMED OUT " in row and 0 < summary["completed"] < 5
+
+
+def test_capacity_is_searched_and_reported(tmp_path):
+    out = tmp_path / "out"
+    main(["experiment", "--out", str(out), "--setup", "direct", "--kinds", "stream", "--concurrency", "1",
+          "--min-requests", "1", "--ttft", "0.05", "--tokens-per-second", "400", "--tokens", "10", "--quiet",
+          "--no-pin", "--slo-ttft-p99", "1.0", "--sweep-duration", "0.3", "--sweep-start", "5", "--sweep-steps", "2"])
+    capacity = json.loads((out / "capacity.json").read_text())["direct"]
+    (stream,) = capacity
+    assert [step["rate_per_s"] for step in stream["steps"]] == [5, 10] and stream["rate_per_s"] == 10
+    report = (out / "report.md").read_text()
+    # Both steps met the objective: the search found a floor, not the ceiling, and says so.
+    assert "## Capacity" in report and re.search(r"\| direct \| +stream \| +at least 10 \|", report)
+
+
 def test_loadtest_command_prints_tables_and_writes_records(tmp_path):
     emulator = start_emulator(tmp_path, 0.02, 500.0, 10)
     try:
@@ -73,8 +133,13 @@ def test_loadtest_command_prints_tables_and_writes_records(tmp_path):
     finally:
         emulator.stop()
     assert result.exit_code == 0, result.output
-    assert "== openai-stream: 6/6 completed" in result.output and "TTFT" in result.output
-    assert len(json.loads((tmp_path / "raw.json").read_text())) == 12
+    assert "== openai-stream: completed 6/6" in result.output and "inter-token latency" in result.output
+    assert "tokens/request p50 10 (from usage)" in result.output
+    raw = json.loads((tmp_path / "raw.json").read_text())
+    assert len(raw) == 12
+    # Side by side with llmperf's and guidellm's records: their names, their units.
+    assert raw[0]["number_output_tokens"] == raw[0]["output_tokens"] == 10
+    assert raw[0]["time_to_first_token_ms"] == pytest.approx(1000 * raw[0]["ttft_s"])
     assert (tmp_path / "timeline-distributions.png").exists()
 
 
@@ -106,3 +171,16 @@ def test_the_peer_apps_run_on_the_same_rig(tmp_path):
     for cell in cells:
         assert cell["summary"]["completed"] == 3 and cell["summary"]["errors_by_kind"] == {}, cell
         assert cell["upstream_tokens"] == 30 and cell["server_cpu_s"] is not None
+
+
+def test_server_cpu_is_read_to_the_nanosecond_not_in_10_ms_ticks():
+    # A cell of a few requests costs a few milliseconds of worker CPU: ticks rounded that to 0 or 10 ms.
+    import os
+    import time
+
+    from flaskapp.loadtest.rig import process_cpu
+    before, clock = process_cpu(os.getpid()), time.process_time()
+    while time.process_time() - clock < 0.003:
+        pass
+    spent = process_cpu(os.getpid()) - before
+    assert 0.002 < spent < 0.009  # three milliseconds, give or take: not 0, not a whole tick

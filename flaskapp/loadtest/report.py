@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-LATENCIES = (("ttft_s", "TTFT"), ("inter_chunk_latency_s", "inter-chunk latency"),
-             ("end_to_end_latency_s", "end-to-end latency"))
+LATENCIES = (("ttft_s", "TTFT"), ("inter_token_latency_s", "inter-token latency"),
+             ("time_per_output_token_s", "time per output token"), ("end_to_end_latency_s", "end-to-end latency"),
+             ("inter_chunk_latency_s", "inter-chunk gap"))
+STATISTICS = ("p50", "p90", "p95", "p99", "min", "max", "mean", "stddev")
 
 
 def milliseconds(value: float | None) -> str:
@@ -36,16 +38,34 @@ def errors_text(errors: dict[str, int]) -> str:
     return ", ".join(f"{kind} {count}" for kind, count in errors.items()) or "none"
 
 
-def kind_table(kind: str, summary: dict[str, Any], client_cpu: float | None = None) -> str:
-    """The terminal report of one kind: latency percentiles, then rates, errors and own cost."""
-    rows = [[label] + [milliseconds(summary[key][p]) for p in ("p50", "p90", "p99", "max")]
-            for key, label in LATENCIES]
-    lines = [f"== {kind}: {summary['completed']}/{summary['requests']} completed in "
-             f"{summary['wall_time_s']:.2f} s",
-             table(["(ms)", "p50", "p90", "p99", "max"], rows),
+def sources_text(sources: dict[str, int]) -> str:
+    """How output tokens were known: 'usage', or 'words 10' / 'chunks 3, usage 2' when mixed or counted."""
+    if list(sources) == ["usage"]:
+        return "usage"
+    return ", ".join(f"{name} {count}" for name, count in sources.items()) or "-"
+
+
+def done_text(summary: dict[str, Any], timed_out: bool = False) -> str:
+    """completed/planned, as the progress line counts them, and what happened to the rest."""
+    planned = summary.get("planned", summary["requests"])
+    text = f"{summary['completed']}/{planned}"
+    if summary["requests"] < planned:
+        text += f" ({planned - summary['requests']} not sent)"
+    return text + (" TIMED OUT" if timed_out else "")
+
+
+def kind_table(kind: str, summary: dict[str, Any], client_cpu: float | None = None,
+               timed_out: bool = False) -> str:
+    """The terminal report of one kind: latency statistics, then tokens, rates, errors and own cost."""
+    rows = [[label] + [milliseconds(summary[key][stat]) for stat in STATISTICS]
+            for key, label in LATENCIES if summary[key]["p50"] is not None]
+    tokens = summary["number_output_tokens"]
+    lines = [f"== {kind}: completed {done_text(summary, timed_out)} in {summary['wall_time_s']:.2f} s",
+             table(["(ms)", *STATISTICS], rows),
              f"requests/s {number(summary['requests_per_s'], 2)}   "
-             f"chunks/s {number(summary['output_throughput_chunks_per_s'])}   "
-             f"chunks {summary['chunks']}   bytes {summary['bytes']:,}",
+             f"output tokens/s {number(summary['output_throughput_token_per_s'])}   "
+             f"tokens/request p50 {number(tokens['p50'], 0)} (from {sources_text(summary['token_source'])})   "
+             f"body bytes {summary['bytes']:,}",
              f"errors: {errors_text(summary['errors_by_kind'])}"]
     if client_cpu is not None and summary["wall_time_s"] > 0:
         lines.append(f"load generator CPU: {client_cpu:.2f} s "
@@ -53,24 +73,48 @@ def kind_table(kind: str, summary: dict[str, Any], client_cpu: float | None = No
     return "\n".join(lines)
 
 
-CELL_HEADERS = ["set-up", "kind", "C", "done", "TTFT p50", "TTFT p99", "e2e p50", "e2e p99",
-                "e2e max", "gap p99", "req/s", "chunks/s", "CPU s", "CPU ms/req", "tokens/CPU-s",
-                "errors"]
+CELL_HEADERS = ["set-up", "kind", "C", "completed", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99",
+                "e2e p50", "e2e p99", "req/s", "tokens/s", "CPU s", "CPU ms/req", "tokens/CPU-s", "errors"]
 
 
 def cell_row(cell: dict[str, Any]) -> list[str]:
     """One experiment cell as a row of CELL_HEADERS (latencies in ms)."""
     s = cell["summary"]
-    done = f"{s['completed']}/{s['requests']}" + (" TIMED OUT" if cell.get("timed_out") else "")
     cpu = cell.get("server_cpu_s")
-    return [cell["setup"], cell["kind"], str(cell["concurrency"]), done,
+    return [cell["setup"], cell["kind"], str(cell["concurrency"]), done_text(s, cell.get("timed_out", False)),
             milliseconds(s["ttft_s"]["p50"]), milliseconds(s["ttft_s"]["p99"]),
+            milliseconds(s["inter_token_latency_s"]["p50"]), milliseconds(s["inter_token_latency_s"]["p99"]),
             milliseconds(s["end_to_end_latency_s"]["p50"]), milliseconds(s["end_to_end_latency_s"]["p99"]),
-            milliseconds(s["end_to_end_latency_s"]["max"]), milliseconds(s["inter_chunk_latency_s"]["p99"]),
-            number(s["requests_per_s"], 1), number(s["output_throughput_chunks_per_s"], 0),
-            number(cpu, 2), number(cell.get("cpu_ms_per_request"), 2),
+            number(s["requests_per_s"], 1), number(s["output_throughput_token_per_s"], 0),
+            number(cpu, 3), number(cell.get("cpu_ms_per_request"), 2),
             number(cell.get("tokens_per_cpu_s"), 0), errors_text(s["errors_by_kind"])]
 
 
 def cells_table(cells: Sequence[dict[str, Any]], markdown: bool = True) -> str:
     return table(CELL_HEADERS, [cell_row(c) for c in cells], markdown=markdown)
+
+
+CAPACITY_HEADERS = ["set-up", "kind", "capacity (req/s)", "first failing rate", "objective", "steps"]
+
+
+def capacity_row(setup: str, capacity: dict[str, Any]) -> list[str]:
+    """One set-up's capacity figure: the highest rate that met the objective."""
+    rate = capacity["rate_per_s"]
+    steps = ", ".join(f"{step['rate_per_s']:g}{'' if step['met'] else ' x'}" for step in capacity["steps"])
+    # Steps ran out before any rate missed: the ceiling was not found, only a floor.
+    found = "below the lowest tried" if rate is None else f"{rate:g}"
+    if rate is not None and capacity["failed_at_per_s"] is None:
+        found = f"at least {rate:g}"
+    return [setup, capacity["kind"], found,
+            "-" if capacity["failed_at_per_s"] is None else f"{capacity['failed_at_per_s']:g}",
+            capacity["slo"], steps]
+
+
+def step_table(capacity: dict[str, Any], markdown: bool = False) -> str:
+    """Each step of a capacity search: its rate, whether it met the objective, and its p99s."""
+    rows = [[f"{step['rate_per_s']:g}", "yes" if step["met"] else "no", str(step["max_in_flight"]),
+             done_text(step["summary"]), milliseconds(step["summary"]["ttft_s"]["p99"]),
+             milliseconds(step["summary"]["inter_token_latency_s"]["p99"]),
+             errors_text(step["summary"]["errors_by_kind"])] for step in capacity["steps"]]
+    return table(["rate/s", "met", "max in flight", "completed", "TTFT p99", "ITL p99", "errors"], rows,
+                 markdown=markdown)

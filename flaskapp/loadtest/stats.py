@@ -101,11 +101,12 @@ def field_names() -> dict[str, dict[str, str]]:
 
 
 def field_record(record: Any) -> dict[str, Any]:
-    """One request as llmperf and guidellm would write it: their names, their units (guidellm's ms)."""
+    """One request's figures under our names and as llmperf and guidellm write them (guidellm's in ms)."""
     metrics = request_metrics(record)
     out: dict[str, Any] = {}
     for ours, names in field_names().items():
         value = metrics[ours]
+        out[ours] = value
         if "llmperf" in names:
             out[names["llmperf"]] = value
         if "guidellm" in names:
