@@ -287,6 +287,35 @@ def test_responses_through_the_sdk_stream_helper(client):
     assert text == final.output_text and final.status == "completed"
 
 
+def test_responses_function_call(client):
+    tool = {"type": "function", **WEATHER["function"]}
+    response = client.responses.create(model="gpt-4o", input="Weather?", tools=[tool])
+    [call] = response.output
+    assert call.type == "function_call" and call.name == "get_weather" and call.call_id.startswith("call_")
+    check_weather(call.arguments)
+    events = list(client.responses.create(model="gpt-4o", input="Weather?", tools=[tool], stream=True))
+    deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert len(deltas) > 3 and "".join(deltas) == done.arguments == call.arguments
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[-1].type == "response.completed"
+
+
+class Weather(BaseModel):
+    city: str
+    temperature: float
+    sunny: bool
+
+
+def test_responses_json_schema_parsed_by_the_sdk(client):
+    parsed = client.responses.parse(model="gpt-4o", input="Weather?", text_format=Weather)
+    assert isinstance(parsed.output_parsed, Weather)
+    with client.responses.stream(model="gpt-4o", input="Weather?", text_format=Weather) as stream:
+        for _ in stream:
+            pass
+        assert stream.get_final_response().output_parsed == parsed.output_parsed
+
+
 # -- models ----------------------------------------------------------------------------
 def test_models_retrieve(client):
     assert client.models.retrieve("gpt-4").id == "gpt-4"

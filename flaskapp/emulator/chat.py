@@ -17,16 +17,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
 from .pacing import answer, fault_response, paced, take_fault
-from .structured import fragments, json_for
+from .structured import JSON_OBJECT, fragments, json_for
 from .text import answer_tokens
 from .wire import SSE_HEADERS, BadRequest, StartResponse, positive_int, read_json, required_model, words
 
 if TYPE_CHECKING:
     from .app import Emulator
-
-_JSON_OBJECT = {"type": "object", "properties": {"answer": {"type": "string", "minLength": 60}},
-                "required": ["answer"]}
-
 
 @dataclass
 class Choice:
@@ -71,7 +67,7 @@ def _json_schema(body: dict) -> dict | None:
     if kind == "text":
         return None
     if kind == "json_object":
-        return _JSON_OBJECT
+        return JSON_OBJECT
     if kind == "json_schema":
         spec = response_format.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):

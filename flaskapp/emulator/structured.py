@@ -21,6 +21,9 @@ _FORMATS = {"date": "2025-01-01", "date-time": "2025-01-01T12:00:00Z", "time": "
             "uuid": "00000000-0000-4000-8000-000000000000", "hostname": "example.com",
             "ipv4": "192.0.2.1"}
 _FRAGMENT = re.compile(r"\w+|\W+")
+# JSON mode without a schema (`json_object`): an object with some prose in it.
+JSON_OBJECT = {"type": "object", "properties": {"answer": {"type": "string", "minLength": 60}},
+               "required": ["answer"]}
 
 
 def fragments(text: str) -> list[str]:
