@@ -605,6 +605,24 @@ def render_doc() -> str:
         "503 `server_overloaded` with `Retry-After: 1`, at once; log `rejected` |",
         "",
     ]
+    from hostile import SETTINGS as HOSTILE, hostile_table  # a library module, not a test module
+
+    bounds = ", ".join(f"`FLASKAPP_{name.upper()}={value}`" for name, value in HOSTILE.items()
+                       if name != "max_retries")
+    lines += [
+        "## Hostile upstreams and clients",
+        "",
+        "Generated from `tests/hostile.py`; each row is run end to end by `tests/test_hostile.py` "
+        "through gunicorn (one gevent worker), against an upstream that misbehaves on purpose "
+        "(`tests/hostile_upstream.py`) and whose error messages quote the key. In every case no "
+        "byte of the key (nor its last 10 characters) reaches the client or the log, `/healthz` "
+        "(asked every 50 ms throughout) keeps answering within 1 s, and the upstream call ends "
+        "(for a client turned away, none is made). The tests set small bounds so that each case "
+        f"takes a couple of seconds ({bounds}); the defaults are in the README's settings table.",
+        "",
+        *hostile_table(),
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -17,7 +17,8 @@ from typing import Callable
 
 import pytest
 
-from hostile import CASES, SETTINGS, Case, HostileUpstream
+from hostile import CASES, SETTINGS, Case
+from hostile_upstream import HostileUpstream
 from http_checks import (ENDPOINTS, Answered, Dropped, Endpoint, HealthPoller, Rejected, Reply, assert_no_secret,
                          check_reply, fetch, log_records, log_size, peak_rss_mib, raw_reply, worker_pid)
 from servers import SECRET_KEY, Process, start_gunicorn
@@ -156,13 +157,13 @@ PARAMS = [pytest.param(case, name, id=f"{case.name}-{name}", marks=[pytest.mark.
           for case in CASES for name in case.expect]
 
 
-def _outcome(case: Case, expect) -> str | None:
-    """The request log's outcome for this row (None: not checked)."""
+def _logged(case: Case, expect) -> tuple[str, str | None] | None:
+    """The request log's outcome and error for this row (None: not checked)."""
     if isinstance(expect, Dropped):
-        return "client_disconnected"
+        return "client_disconnected", None
     if case.client != "fetch":
-        return "rejected" if isinstance(expect, Rejected) else None
-    return "completed" if isinstance(expect, Answered) else "upstream_error"
+        return ("rejected", expect.type) if isinstance(expect, Rejected) else None
+    return ("completed", None) if isinstance(expect, Answered) else ("upstream_error", expect.type)
 
 
 @pytest.mark.parametrize("case, endpoint_name", PARAMS)
@@ -185,6 +186,7 @@ def test_hostile(case: Case, endpoint_name: str, upstream: HostileUpstream, serv
     check_reply(reply, expect)
     if case.upstream_called:
         assert calls and ended, "the upstream call did not end"
+        assert not any(call.safety_stop for call in calls), "an endless answer ran to the safety stop"
     else:
         assert not calls, "an upstream call was made"
     if case.client == "stall_body":
@@ -195,10 +197,10 @@ def test_hostile(case: Case, endpoint_name: str, upstream: HostileUpstream, serv
     assert_no_secret(reply.body, json.dumps(reply.headers), log)
     if case.max_peak_rss_mib is not None:
         assert peak_rss_mib(worker) - peak_before < case.max_peak_rss_mib
-    outcome = _outcome(case, expect)
-    if outcome is not None:
+    logged = _logged(case, expect)
+    if logged is not None:
         records = _records(server, since)
-        assert [r["outcome"] for r in records] == [outcome], records
+        assert [(r["outcome"], r.get("error")) for r in records] == [logged], records
 
 
 def _records(server: Process, since: int, timeout: float = 3.0) -> list[dict]:
