@@ -61,6 +61,13 @@ def framing(headers: list[tuple[bytes, bytes]]) -> tuple[bool, int | None, bool,
     return chunked, length, keep_alive, coding
 
 
+def _size_before_extensions(line: bytes) -> int:
+    try:
+        return int(line.split(b";", 1)[0], 16)  # "1a;name=value": extensions are ignored
+    except ValueError:
+        raise MalformedResponse("malformed chunk size") from None
+
+
 class Body:
     """The response body: each socket read becomes one piece, chunked framing removed.
 
@@ -155,52 +162,57 @@ class Body:
                 remaining -= end
                 if end:
                     yield data
-                data = self._more()
+                data = self._recv()
+                if not data:
+                    raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
                 continue
             pieces = []
             position = 0
             if remaining:
                 pieces.append(data[:remaining])
                 position, remaining = remaining, 0
+            if crlf_due and end - position >= 2:
+                if not data.startswith(b"\r\n", position):
+                    raise MalformedResponse("chunk data longer than its size")
+                position += 2
+                crlf_due = False
             # Every chunk that starts in this read, the last one perhaps only in part.
-            while True:
-                if crlf_due:
-                    if end - position < 2:
-                        break
-                    if not data.startswith(b"\r\n", position):
-                        raise MalformedResponse("chunk data longer than its size")
-                    position += 2
-                    crlf_due = False
+            while not crlf_due:
                 line_end = data.find(b"\r\n", position)
                 if line_end < 0 or line_end - position > MAX_LINE:
                     break
-                extension = data.find(b";", position, line_end)
                 try:
-                    size = int(data[position:line_end if extension < 0 else extension], 16)
+                    size = int(data[position:line_end], 16)
                 except ValueError:
-                    size = -1
-                if size < 0:
-                    raise MalformedResponse("malformed chunk size")
+                    size = _size_before_extensions(data[position:line_end])
                 start = line_end + 2
-                if size == 0:
+                stop = start + size
+                if size <= 0:
+                    if size < 0:
+                        raise MalformedResponse("malformed chunk size")
                     if pieces:
                         yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
                     self._read_trailers(data[start:])
                     return
-                crlf_due = True
-                if start + size > end:  # this chunk goes on in later reads
-                    if start < end:
-                        pieces.append(data[start:])
-                    remaining, position = start + size - end, end
-                    break
-                pieces.append(data[start:start + size])
-                position = start + size
+                if stop + 2 <= end:  # the common case: the whole chunk, and its CRLF, in this read
+                    if not data.startswith(b"\r\n", stop):
+                        raise MalformedResponse("chunk data longer than its size")
+                    pieces.append(data[start:stop])
+                    position = stop + 2
+                    continue
+                crlf_due = True  # this chunk ends in a later read
+                if start < end:
+                    pieces.append(data[start:stop])
+                remaining, position = max(stop - end, 0), min(stop, end)
             if end - position > MAX_LINE:
                 raise MalformedResponse("chunk size line too long")
             if pieces:
                 yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            more = self._recv()
+            if not more:
+                raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
             # Only the few framing bytes not yet understood are carried over.
-            data = data[position:] + self._more() if position < end else self._more()
+            data = data[position:] + more if position < end else more
 
     def _read_trailers(self, data: bytes) -> None:
         # After the last chunk: an empty line, or trailer fields and then one.
