@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import openai
 import pytest
@@ -91,3 +92,40 @@ def test_client_leaving_mid_stream_closes_the_upstream(server, emulator):
     assert sock.recv(4096).startswith(b"HTTP/1.1 200")
     sock.close()
     assert emulator.wait_for(lambda s: s["streams_aborted"] == 1, timeout=1.5)["streams_aborted"] == 1
+
+
+# -- unit: the Flask test client, no server --------------------------------------------------------
+
+CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize("body", [
+    "[" * 1000 + "]" * 1000,  # deeper than Python's parser goes: a RecursionError, not a 500
+    # Parses, and would be passed on: deep enough that writing it out for the upstream could fail.
+    json.dumps(CHAT)[:-1] + ', "metadata": ' + "[" * 990 + "]" * 990 + "}",
+], ids=["deeper than the parser goes", "passed on, past the limit"])
+def test_json_nested_too_deeply_is_a_400(app, body):
+    response = app.test_client().post("/v1/chat/completions", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json["error"]["message"] == "The request body is nested too deeply (more than 100 levels)."
+
+
+def test_an_upstream_answer_nested_too_deeply_is_unreadable_not_a_500():
+    import httpx2
+
+    from flaskapp import create_app
+
+    deep = b"[" * 5000 + b"]" * 5000
+    app = create_app({"TESTING": True, "MAX_RETRIES": 0, "UPSTREAM_TRANSPORT": "httpx", "UPSTREAM_CLIENT_OPTIONS": {
+        "api_key": SECRET_KEY, "base_url": "http://upstream.test/v1", "http_client": httpx2.Client(
+            transport=httpx2.MockTransport(lambda request: httpx2.Response(200, content=deep)))}})
+    response = app.test_client().post("/v1/chat/completions", json=CHAT)
+    assert response.status_code == 502 and response.json["error"]["type"] == "upstream_error"
+
+
+def test_a_refused_model_is_named_in_the_request_log(app, caplog):
+    caplog.set_level(logging.INFO, logger="flaskapp.requests")
+    for model in ("gpt-9", "m" * 500):
+        assert app.test_client().post("/v1/chat/completions", json={**CHAT, "model": model}).status_code == 404
+    logged = [json.loads(r.getMessage()) for r in caplog.records if r.name == "flaskapp.requests"]
+    assert [(line["model"], line["outcome"]) for line in logged] == [("gpt-9", "rejected"), ("m" * 100, "rejected")]

@@ -51,3 +51,28 @@ def test_an_unreachable_upstream_is_a_503_not_a_500(client):
         response = client.get(path)
         assert response.status_code == 503
         assert response.json["error"]["type"] == "upstream_unavailable"
+
+
+@pytest.mark.parametrize("body", [
+    "[" * 1000 + "]" * 1000,  # deeper than Python's parser goes: a RecursionError, not a 500
+    '{"prompt": ' + "[" * 200 + "]" * 200 + "}",  # parses, but past the limit
+], ids=["deeper than the parser goes", "parses, past the limit"])
+@pytest.mark.parametrize("path", ["/", "/stream"])
+def test_json_nested_too_deeply_is_a_400(client, path, body):
+    response = client.post(path, data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json["error"]["message"] == "The request body is nested too deeply (more than 100 levels)."
+
+
+@pytest.mark.parametrize("path, content_type", [
+    ("/?prompt=hi", "text/plain; charset=utf-8"),
+    ("/stream?prompt=hi", "text/plain; charset=utf-8"),
+    ("/stream?prompt=hi&format=sse", "text/event-stream; charset=utf-8"),
+])
+def test_head_checks_the_input_and_calls_no_upstream(client, path, content_type):
+    # The app fixture's upstream is a closed port: a GET is a 503, HEAD never gets that far.
+    assert client.get(path).status_code == 503
+    response = client.head(path)
+    assert response.status_code == 200 and response.content_type == content_type
+    assert "Content-Length" not in response.headers  # only the answer would tell it
+    assert client.head(f"{path}&max_tokens=0").status_code == 400
