@@ -23,6 +23,7 @@ import socket
 import ssl
 import sys
 import time
+import urllib.request
 from collections import deque
 from functools import lru_cache
 from typing import Callable
@@ -31,7 +32,7 @@ import httpx2
 
 from .httpbody import READ_SIZE, Body, MalformedResponse
 
-__all__ = ["Body", "LeanTransport", "MalformedResponse", "Origin"]
+__all__ = ["Body", "LeanTransport", "MalformedResponse", "Origin", "proxy_variable"]
 
 
 @lru_cache(maxsize=None)
@@ -67,6 +68,18 @@ class _Connection:
             self.sock.close()
         except OSError:
             pass
+
+
+def proxy_variable(scheme: str, host: str, port: int | None) -> str | None:
+    """The environment variable (HTTPS_PROXY, ALL_PROXY…, any case) that asks for a proxy to
+    this origin, respecting NO_PROXY; None when there is none. This transport cannot honour it."""
+    proxies = urllib.request.getproxies_environment()
+    key = scheme if scheme in proxies else "all"
+    if not proxies.get(key):
+        return None
+    if urllib.request.proxy_bypass_environment(host + (f":{port}" if port else ""), proxies):
+        return None
+    return f"{key.upper()}_PROXY"
 
 
 class LeanTransport:

@@ -30,7 +30,6 @@ import os
 import random
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -43,7 +42,7 @@ from .errors import (UpstreamError, UpstreamTimeout, UpstreamUnavailable, from_o
                      unreadable)
 from .guard import Guard, UpstreamSilent
 from .params import ChatParams
-from .transport import Body, LeanTransport, MalformedResponse, Origin
+from .transport import Body, LeanTransport, MalformedResponse, Origin, proxy_variable
 
 CHAT_COMPLETIONS = "/chat/completions"
 T = TypeVar("T")
@@ -262,20 +261,13 @@ def _too_large(limit: int) -> UpstreamError:
 
 
 def _refuse_proxies(base_url: str) -> None:
-    """Raise ConfigError when the environment asks for a proxy to the upstream: the lean
-    transport connects directly, and must not silently ignore it."""
+    """The lean transport connects directly: a proxy asked for in the environment stops it."""
     url = httpx2.URL(str(base_url))
-    proxies = urllib.request.getproxies_environment()
-    scheme = url.scheme if url.scheme in proxies else "all"
-    if not proxies.get(scheme):
-        return
-    host = url.host + (f":{url.port}" if url.port else "")
-    if urllib.request.proxy_bypass_environment(host, proxies):
-        return
-    # The proxy's URL is not quoted: it may hold a password.
-    raise ConfigError(f"{scheme.upper()}_PROXY is set and applies to the upstream {url.host}, but the lean "
-                      "upstream transport does not use proxies: set FLASKAPP_UPSTREAM_TRANSPORT=httpx to go "
-                      "through the proxy, or add the host to NO_PROXY to connect directly.")
+    variable = proxy_variable(url.scheme, url.host, url.port)
+    if variable:  # its value is not quoted: it may hold a password
+        raise ConfigError(f"{variable} is set and applies to the upstream {url.host}, but the lean upstream "
+                          "transport does not use proxies: set FLASKAPP_UPSTREAM_TRANSPORT=httpx to go through "
+                          "the proxy, or add the host to NO_PROXY to connect directly.")
 
 
 def _backoff(attempt: int, retry_after: str | None) -> float:
