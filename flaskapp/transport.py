@@ -11,10 +11,10 @@ dominate a busy gevent worker relaying streams:
 Here idle connections wait in a LIFO list per origin and only the one taken out is
 checked (one non-blocking peek), and a chunked body is decoded with a few bytes
 operations (`httpbody.Body`): each read from the socket becomes one piece of body,
-however many chunks (tokens) it held. Only 2xx-or-error answers reach the caller:
-interim 1xx heads are skipped, and a response whose framing is ambiguous is refused
-(`MalformedResponse`). Everything else — proxies, HTTP/2 — is left to httpx: use
-its transport when you need them (`FLASKAPP_UPSTREAM_TRANSPORT=httpx`).
+however many chunks (tokens) it held. Interim 1xx heads are skipped (an unasked 101
+is refused), and so is a response whose framing is ambiguous (`MalformedResponse`).
+Everything else — proxies, HTTP/2 — is left to httpx: use its transport when you need
+them (`FLASKAPP_UPSTREAM_TRANSPORT=httpx`); `proxy_variable` tells when you do.
 """
 from __future__ import annotations
 
