@@ -105,14 +105,12 @@ class ChatStream:
                 received += len(data)
                 if received > max_bytes:
                     raise UpstreamError(f"The model server's answer exceeded {max_bytes} bytes.")
-                events = parser.take(data)
-                if not events:
-                    continue
-                pieces = parser.parse(events)
+                pieces = parser.feed(data)
                 if parser.error is not None:
                     raise UpstreamError(_error_message(parser.error))
                 if raw:
-                    yield events
+                    if parser.taken:  # whole events only: the rest waits in the parser
+                        yield parser.taken
                 elif pieces:
                     yield pieces
         except UpstreamSilent:

@@ -1,8 +1,8 @@
 """Reading the upstream's chat-completion SSE bytes, and writing ours — without model objects.
 
 Building the `openai` client's pydantic objects for every chunk is most of the CPU a
-naive relay spends. Here a standard content chunk (one `data:` line, one choice, index 0)
-is recognised by a few byte searches and its text kept as the JSON string literal it
+naive relay spends. Here a standard content chunk (one `data:` line, choice 0's delta
+holding the content) is recognised by a few byte searches and its text kept as the JSON string literal it
 arrived as (`b'" word"'`), which both outputs can use as is; anything unusual (escapes,
 finish reasons, usage, errors, other choices, multi-line events) takes the slow, exact
 path through `json.loads`.
@@ -17,11 +17,9 @@ import json
 
 MAX_EVENT_BYTES = 1024 * 1024  # an incomplete event longer than this is not a chat-completion chunk
 
-_DELTA = b'"delta":{'
 _CONTENT = b'"content":"'
 _NOT_FINISHED = b'"finish_reason":null'
-_INDEX = b'"index":'  # cannot occur inside a JSON string, where every quote is escaped
-_FIRST_CHOICE = (b"0,", b"0}")
+_CHOICE_0 = b'"index":0,"delta":{'
 
 
 class MalformedChunk(ValueError):
@@ -39,12 +37,14 @@ def _end_of_events(data: bytes) -> int:
 class ChunkParser:
     """Feed it the bytes as they arrive; it returns each completed chunk's content."""
 
-    __slots__ = ("_pending", "_pending_bytes", "_tail", "finish_reason", "usage", "done", "error", "chunks")
+    __slots__ = ("_pending", "_pending_bytes", "_tail", "taken", "finish_reason", "usage", "done", "error",
+                 "chunks")
 
     def __init__(self) -> None:
         self._pending: list[bytes] = []  # an incomplete event's pieces, joined once it completes
         self._pending_bytes = 0
         self._tail = b""  # the pending bytes' last two, for a boundary split across reads
+        self.taken = b""  # the whole events the last `feed` took, as they came (for the /v1 relay)
         self.finish_reason: str | None = None
         self.usage: dict | None = None
         self.done = False  # `data: [DONE]` seen
@@ -52,12 +52,32 @@ class ChunkParser:
         self.chunks = 0  # content chunks seen
 
     def feed(self, data: bytes) -> list[bytes]:
-        """JSON string literals of choice 0's content completed by `data`, in order."""
-        events = self.take(data)
-        return self.parse(events) if events else []
+        """JSON string literals of choice 0's content in the events `data` completes, in order."""
+        if data[-2:] != b"\n\n" or self._pending:  # not the common case: reads end where events do
+            data = self._take(data)
+        self.taken = data
+        found = []
+        for event in (data[:-2],) if data.find(b"\n") == len(data) - 2 else data.split(b"\n\n"):
+            if event.find(b"\n") >= 0 or not event.startswith(b"data:"):
+                if event:  # CRLF lines, several data lines, other fields, comments
+                    self._fields(event, found)
+                continue
+            literal = _standard(event)
+            if literal is None:
+                literal = self._parse(event[5:])
+            if literal:
+                found.append(literal)
+        self.chunks += len(found)
+        return found
 
-    def take(self, data: bytes) -> bytes:
-        """The whole events completed by `data` (with what was pending), as they came; b"" if none."""
+    def finish(self) -> bytes:
+        """At the end of the stream: an unterminated last event whose lines are whole, as if ended."""
+        data = b"".join(self._pending)
+        self._pending, self._pending_bytes, self._tail = [], 0, b""
+        return data + b"\n" if data[-1:] == b"\n" else b""
+
+    def _take(self, data: bytes) -> bytes:
+        """The whole events completed by `data`, with what was pending; the rest waits."""
         if self._pending:
             if _end_of_events(self._tail + data[:2]) < 0 and _end_of_events(data) < 0:
                 self._hold(data)
@@ -71,14 +91,6 @@ class ChunkParser:
         self._hold(data[end:] if end > 0 else data)
         return data[:end] if end > 0 else b""
 
-    def finish(self) -> bytes:
-        """At the end of the stream: an unterminated last event whose lines are whole, as if ended."""
-        if not self._pending:
-            return b""
-        data = b"".join(self._pending)
-        self._pending, self._pending_bytes, self._tail = [], 0, b""
-        return data + b"\n" if data[-1:] == b"\n" else b""
-
     def _hold(self, data: bytes) -> None:
         self._pending_bytes += len(data)
         if self._pending_bytes > MAX_EVENT_BYTES:
@@ -86,49 +98,25 @@ class ChunkParser:
         self._pending.append(data)
         self._tail = (self._tail + data)[-2:]
 
-    def parse(self, events: bytes) -> list[bytes]:
-        """The content literals of whole events (from `take`), recording finish, usage, done and errors."""
-        if events.find(b"\n") == len(events) - 2:  # the common case: one event of one line
-            literal = self._fast(events[:-2]) if events.startswith(b"data:") else None
-            if literal:
-                self.chunks += 1
-                return [literal]
-            return []
-        found = []
-        data = None  # the current event's data, while it has a single line
-        values = None  # the current event's data values, once it has several
-        for line in events.split(b"\n"):  # events end with a blank line: each one is dispatched
+    def _fields(self, event: bytes, found: list[bytes]) -> None:
+        """Events the common case does not take: their data lines joined by newlines, as SSE says."""
+        values = []
+        for line in event.split(b"\n"):
+            line = line.rstrip(b"\r")
             if line.startswith(b"data:"):
-                if data is None:
-                    data = line
-                else:  # several `data:` lines make one payload, joined by newlines
-                    values = values or [_value(data)]
-                    values.append(_value(line))
-                continue
-            if data is None or (line and line != b"\r"):
-                continue  # `: comments`, `event:`, `id:` and `retry:` fields
-            if values is not None:
-                literal = self._parse(b"\n".join(values))
-                values = None
-            else:
-                literal = self._fast(data)
-            data = None
-            if literal:
-                found.append(literal)
-        self.chunks += len(found)
-        return found
+                values.append(line)
+            elif not line and values:  # a blank line: CRLF events reach here undivided
+                self._dispatch(values, found)
+                values = []
+        if values:
+            self._dispatch(values, found)
 
-    def _fast(self, line: bytes) -> bytes | None:
-        start = line.find(_CONTENT, line.find(_DELTA))
-        if start > 0 and _NOT_FINISHED in line:
-            index = line.find(_INDEX)
-            if index > 0 and line[index + 8:index + 10] in _FIRST_CHOICE and line.find(_INDEX, index + 10) < 0:
-                start += 10
-                end = line.find(b'"', start + 1)
-                literal = line[start:end + 1]
-                if end > 0 and b"\\" not in literal:
-                    return literal if end > start + 1 else None  # "" is a role-only chunk
-        return self._parse(line[5:])
+    def _dispatch(self, lines: list[bytes], found: list[bytes]) -> None:
+        literal = _standard(lines[0]) if len(lines) == 1 else None
+        if literal is None:
+            literal = self._parse(b"\n".join([line[6:] if line[5:6] == b" " else line[5:] for line in lines]))
+        if literal:
+            found.append(literal)
 
     def _parse(self, payload: bytes) -> bytes | None:
         payload = payload.strip()
@@ -167,10 +155,18 @@ class ChunkParser:
         return self.error is None and (self.done or self.finish_reason is not None)
 
 
-def _value(line: bytes) -> bytes:
-    """A `data:` line's value: without the field name, one leading space, or a trailing CR."""
-    value = line[5:].rstrip(b"\r")
-    return value[1:] if value[:1] == b" " else value
+def _standard(line: bytes) -> bytes | None:
+    """The content literal of a standard chunk's `data:` line (b"" for none), found by byte searches:
+    choice 0 first, its delta holding content, not finished. None: not one, parse it."""
+    choice = line.find(_CHOICE_0)
+    start = line.find(_CONTENT, choice)
+    # (`find` rather than `in`: on CPython 3.11 `in` on bytes costs twice as much.)
+    if start > 0 and line.find(_NOT_FINISHED) > 0 and line.find(b"}", choice, start) < 0:
+        start += 10
+        end = line.find(b'"', start + 1)
+        if end > 0 and line.find(b"\\", start, end) < 0:
+            return line[start:end + 1] if end > start + 1 else b""  # "": a role-only chunk
+    return None
 
 
 def text_of(literal: bytes) -> bytes:

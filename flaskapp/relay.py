@@ -36,7 +36,7 @@ MIN_GUARDED_KEY = 8
 
 def encode_text(pieces: list[bytes]) -> bytes:
     # A JSON string without escapes is its own UTF-8 text: most pieces need no decoding.
-    return b"".join([piece[1:-1] if b"\\" not in piece else text_of(piece) for piece in pieces])
+    return b"".join([piece[1:-1] if piece.find(b"\\") < 0 else text_of(piece) for piece in pieces])
 
 
 def encode_sse(pieces: list[bytes]) -> bytes:

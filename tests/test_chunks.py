@@ -76,9 +76,9 @@ def test_only_whole_events_are_taken_and_the_rest_waits():
     one, two, three = chunk({"content": "one"}), chunk({"content": "two"}), chunk({"content": "three"})
     data = one + two + three
     cut = len(one + two) + 9  # two whole events and part of the third
-    assert parser.take(data[:cut]) == one + two
-    assert parser.take(data[cut:cut + 5]) == b""
-    assert parser.take(data[cut + 5:]) == three
+    assert texts(parser.feed(data[:cut])) == ["one", "two"] and parser.taken == one + two
+    assert parser.feed(data[cut:cut + 5]) == [] and parser.taken == b""
+    assert texts(parser.feed(data[cut + 5:])) == ["three"] and parser.taken == three
 
 
 @pytest.mark.parametrize("boundary", [b"\n\n", b"\r\n\r\n"])
@@ -86,8 +86,8 @@ def test_an_event_boundary_split_across_reads_is_found(boundary):
     event = b'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}' + boundary
     for cut in range(len(event) - len(boundary), len(event)):
         parser = ChunkParser()
-        assert parser.take(event[:cut]) == b""
-        assert parser.take(event[cut:]) == event
+        assert parser.feed(event[:cut]) == [] and parser.taken == b""
+        assert parser.feed(event[cut:]) == [b'"x"'] and parser.taken == event
 
 
 def test_a_long_line_is_held_in_pieces_and_joined_once():
@@ -150,9 +150,26 @@ def test_malformed_event_messages_quote_nothing_of_the_event():
 
 def test_an_unterminated_last_event_counts_when_its_lines_are_whole():
     parser = ChunkParser()
-    assert parser.take(chunk({}, "stop") + b"data: [DONE]\n") == chunk({}, "stop")
-    parser.parse(parser.finish())
+    parser.feed(chunk({}, "stop") + b"data: [DONE]\n")
+    assert parser.taken == chunk({}, "stop") and not parser.done
+    parser.feed(parser.finish())
     assert parser.done
     parser = ChunkParser()
-    parser.take(b"data: [DO")
+    parser.feed(b"data: [DO")
     assert parser.finish() == b""
+
+
+@pytest.mark.parametrize("data, expected", [
+    # Ollama sends the role in every delta: still choice 0's content.
+    (b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":"x"},"finish_reason":null}]}\n\n', ["x"]),
+    # llama.cpp puts finish_reason first.
+    (b'data: {"choices":[{"finish_reason":null,"index":0,"delta":{"content":"y"}}]}\n\n', ["y"]),
+    # Choice 0 without content, choice 1 with: nothing for /stream.
+    (b'data: {"choices":[{"index":0,"delta":{},"finish_reason":null},'
+     b'{"index":1,"delta":{"content":"X"},"finish_reason":null}]}\n\n', []),
+    # CRLF lines, one event of two data lines and one of one.
+    (b'data: {"choices":[{"index":0,\r\ndata: "delta":{"content":"a"},"finish_reason":null}]}\r\n\r\n'
+     b'data: {"choices":[{"index":0,"delta":{"content":"b"},"finish_reason":null}]}\r\n\r\n', ["a", "b"]),
+])
+def test_other_servers_shapes(data, expected):
+    assert texts(ChunkParser().feed(data)) == expected
