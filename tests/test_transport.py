@@ -359,3 +359,17 @@ def test_a_proxy_for_another_scheme_is_no_obstacle(monkeypatch):
         monkeypatch.delenv(name.lower(), raising=False)
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
     Upstream(UpstreamSettings(), api_key="sk-unit", base_url="https://api.example.com/v1")
+
+
+def test_the_app_does_not_start_with_a_proxy_the_lean_path_would_ignore(monkeypatch):
+    from flaskapp import create_app
+
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://api.example.com/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-unit")
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    with pytest.raises(ConfigError, match="HTTPS_PROXY"):
+        create_app({"TESTING": True})
+    assert create_app({"TESTING": True, "UPSTREAM_TRANSPORT": "httpx"})
