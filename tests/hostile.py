@@ -33,6 +33,7 @@ class Case:
     upstream_called: bool = True
     settings: tuple[tuple[str, object], ...] = ()  # the server's, beyond SETTINGS
     max_peak_rss_mib: float | None = None  # the worker's peak RSS may grow by at most this
+    deadline: str | None = None  # the client's answer comes when this timeout (in SETTINGS) is up
 
 
 def _each(names: tuple[str, ...], expect: Expect) -> dict[str, Expect]:
@@ -44,21 +45,23 @@ def _in_stream(kind: str) -> dict[str, Expect]:
 
 
 WHOLE = Answered("".join(ANSWER))
+TIMEOUT = Rejected(504, "upstream_timeout")
+BODIES = ("post_blocking", "openai")  # the endpoints that read a request body
+KEY_SAFE = "only whole events are read or relayed; the upstream's error text is never passed on"
 CASES = [
     Case("an error event quoting the key, in two reads, before any content", _each(STREAMS, UPSTREAM_ERROR),
-         "only whole events are read or relayed; the upstream's error text is never passed on", "—",
-         mode="key_error_split"),
+         KEY_SAFE, "—", mode="key_error_split"),
     Case("an error event quoting the key, in two reads, after some content", _in_stream("upstream_error"),
-         "only whole events are read or relayed; the upstream's error text is never passed on", "—",
-         mode="key_error_split_after_content"),
+         KEY_SAFE, "—", mode="key_error_split_after_content"),
     Case("one 40 MB HTTP chunk", {**_each(BLOCKING, UPSTREAM_ERROR), **_in_stream("upstream_error")},
          "chunks decoded as they arrive, in linear time; the answer cut at the size cap",
          "`FLASKAPP_MAX_ANSWER_BYTES`", mode="big_chunk"),
     Case("one 10 MB SSE line", _each(STREAMS, UPSTREAM_ERROR),
          "events split in linear time; an event past 1 MiB is malformed", "— (`chunks.MAX_EVENT_BYTES`)",
          mode="long_line"),
-    Case("a blocking answer dripping a byte a second", _each(BLOCKING, Rejected(504, "upstream_timeout")),
-         "the whole call's deadline, not each read's", "`FLASKAPP_REQUEST_TIMEOUT`", mode="drip"),
+    Case("a blocking answer dripping a byte a second", _each(BLOCKING, TIMEOUT),
+         "the whole call's deadline, not each read's", "`FLASKAPP_REQUEST_TIMEOUT`", mode="drip",
+         deadline="request_timeout"),
     Case("an endless blocking answer", _each(BLOCKING, UPSTREAM_ERROR),
          "the answer-size cap (memory stays bounded), else the whole call's deadline",
          "`FLASKAPP_MAX_ANSWER_BYTES`, `FLASKAPP_REQUEST_TIMEOUT`", mode="endless", max_peak_rss_mib=64),
@@ -71,9 +74,11 @@ CASES = [
     Case("two conflicting Content-Length headers", _each(BLOCKING + STREAMS, UPSTREAM_ERROR),
          "ambiguous framing is refused, as RFC 9112 says", "—", mode="two_lengths"),
     Case("a stream past the time cap, after the first byte", _in_stream("upstream_timeout"),
-         "the whole stream's deadline", "`FLASKAPP_STREAM_TIMEOUT`", mode="slow_tokens"),
-    Case("a stream past the time cap, before the first byte", _each(STREAMS[:2], Rejected(504, "upstream_timeout")),
-         "the whole stream's deadline", "`FLASKAPP_STREAM_TIMEOUT`", mode="slow_no_content"),
+         "the whole stream's deadline", "`FLASKAPP_STREAM_TIMEOUT`", mode="slow_tokens",
+         deadline="stream_timeout"),
+    Case("a stream past the time cap, before the first byte", _each(STREAMS[:2], TIMEOUT),
+         "the whole stream's deadline", "`FLASKAPP_STREAM_TIMEOUT`", mode="slow_no_content",
+         deadline="stream_timeout"),
     Case("a stream past the size cap, after the first byte", _in_stream("upstream_error"),
          "the answer-size cap", "`FLASKAPP_MAX_ANSWER_BYTES`", mode="endless"),
     Case("a stream past the size cap, before the first byte", _each(STREAMS[:2], UPSTREAM_ERROR),
@@ -83,17 +88,19 @@ CASES = [
     Case("an event whose data spans two `data:` lines (valid SSE)", _each(STREAMS, WHOLE),
          "the lines are joined, as SSE says", "—", mode="multi_line"),
     # The client misbehaving, in front of an upstream that answers well.
-    Case("a request body that never comes", _each(("post_blocking", "openai"), Rejected(408, "invalid_request_error")),
-         "a body that stalls is timed out, and the connection closed", "`FLASKAPP_CLIENT_TIMEOUT`", client="stall_body", upstream_called=False),
+    Case("a request body that never comes", _each(BODIES, Rejected(408, "invalid_request_error")),
+         "a body that stalls is timed out, and the connection closed", "`FLASKAPP_CLIENT_TIMEOUT`",
+         client="stall_body", upstream_called=False, deadline="client_timeout"),
     Case("a client that never reads a long stream", _each(("sse", "openai_stream"), Dropped()),
          "a client that takes no byte for the timeout is dropped, and its upstream call ends",
          "`FLASKAPP_CLIENT_TIMEOUT`", mode="endless", client="never_read",
          settings=(("stream_timeout", 60), ("max_answer_bytes", 1_000_000_000))),
-    Case("a chunked body past the size limit", _each(("post_blocking", "openai"), Rejected(413, "invalid_request_error")),
+    Case("a chunked body past the size limit", _each(BODIES, Rejected(413, "invalid_request_error")),
          "a body is never cut to fit", "`FLASKAPP_MAX_CONTENT_LENGTH`", client="chunked_past_max",
          upstream_called=False),
-    Case("JSON nested 1,000 deep", _each(("post_blocking", "openai"), Rejected(400, "invalid_request_error")),
-         "JSON nested past 100 levels is refused, never a `RecursionError`", "—", client="deep_json", upstream_called=False),
+    Case("JSON nested 1,000 deep", _each(BODIES, Rejected(400, "invalid_request_error")),
+         "JSON nested past 100 levels is refused, never a `RecursionError`", "—", client="deep_json",
+         upstream_called=False),
     Case("`HEAD /`", {"head": Headers(200)}, "no upstream call for a HEAD", "—", client="head",
          upstream_called=False),
 ]
