@@ -184,3 +184,26 @@ def test_server_cpu_is_read_to_the_nanosecond_not_in_10_ms_ticks():
         pass
     spent = process_cpu(os.getpid()) - before
     assert 0.002 < spent < 0.009  # three milliseconds, give or take: not 0, not a whole tick
+
+
+def test_run_at_a_rate_and_search_a_capacity_from_the_command_line(tmp_path, capsys):
+    emulator = start_emulator(tmp_path, 0.05, 400.0, 10)
+    try:
+        assert main(["run", emulator.url, "-k", "openai-stream", "--rate", "20", "-d", "0.5", "--quiet"]) == 0
+        at_rate = capsys.readouterr().out
+        # An objective no server meets (first token within 10 ms of a 50 ms upstream): no capacity, said so.
+        code = main(["run", emulator.url, "-k", "openai-stream", "--slo-ttft-p99", "0.01", "--sweep-duration",
+                     "0.2", "--sweep-start", "4", "--sweep-steps", "2", "--quiet",
+                     "--json", str(tmp_path / "capacity.json")])
+    finally:
+        emulator.stop()
+    assert "completed 10/10" in at_rate and "open loop: 20 requests/s (constant)" in at_rate
+    assert code == 1 and "capacity: below the lowest rate tried" in capsys.readouterr().out
+    (search,) = json.loads((tmp_path / "capacity.json").read_text())
+    assert [s["rate_per_s"] for s in search["steps"]] == [4, 2] and search["rate_per_s"] is None
+
+
+def test_run_refuses_a_rate_without_a_duration(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "http://127.0.0.1:9", "--rate", "5"])
+    assert "--duration" in capsys.readouterr().err
