@@ -429,6 +429,15 @@ def test_bad_input_is_openais_400(emulator, path, body, param):
     assert status == 400 and error["param"] == param and error["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize("method, path, status", [
+    ("POST", "/v1/nothing", 404), ("GET", "/v1/responses", 405), ("DELETE", "/v1/models/gpt-4", 404)])
+def test_unknown_routes_are_openais_error(emulator, method, path, status):
+    answer, _, raw = request(method, emulator.url + path)
+    error = json.loads(raw)["error"]
+    assert answer == status and error["type"] == "invalid_request_error"
+    assert error["message"] == f"Invalid {'method for ' if status == 405 else ''}URL ({method} {path})"
+
+
 # -- the command line ------------------------------------------------------------------
 @pytest.mark.parametrize("command, prog", [
     ([sys.executable, "-m", "flaskapp.emulator", "--help"], "python -m flaskapp.emulator"),

@@ -76,7 +76,8 @@ class Emulator:
         endpoint = MODEL_CALLS.get(path)
         if endpoint is not None:
             if method != "POST":
-                raise BadRequest(f"Method {method} not allowed", 405)
+                raise BadRequest(f"Invalid method for URL ({method} {path})", 405,
+                                 error_type="invalid_request_error")
             self._authorize(environ)
             self.stats.endpoints[path] = self.stats.endpoints.get(path, 0) + 1
             return endpoint(self, environ, start_response)
@@ -106,7 +107,7 @@ class Emulator:
             return json_response(start_response, 200, {"reset": True})
         if path in ("/healthz", "/"):
             return json_response(start_response, 200, {"status": "ok"})
-        raise BadRequest(f"Unknown path {path}", 404)
+        raise BadRequest(f"Invalid URL ({method} {path})", 404, error_type="invalid_request_error")
 
     @staticmethod
     def _model(model: str) -> dict:
