@@ -31,7 +31,7 @@ def _yield_to_others(seconds: float = 0) -> None:
 
 
 class ChatStream:
-    """Iterate it for lists of content literals (one list per read), or `raw()` for the bytes."""
+    """Iterate it for lists of content literals (one list per read), or `raw()` for whole events."""
 
     def __init__(self, reads: Iterator[bytes], close: Callable[[], None], guard: Guard,
                  settings: "UpstreamSettings") -> None:

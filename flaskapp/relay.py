@@ -123,6 +123,8 @@ class Relay:
             out = b""
             try:
                 out = b"".join(fail(exc))  # the plain-text body aborts its connection here
+                if key is not None and out.find(key) >= 0:
+                    out = b"".join(fail(UpstreamError(_KEY_SEEN)))
                 record.bytes += len(out)
             finally:
                 self._finish(UPSTREAM_ERROR, exc.type)

@@ -148,3 +148,19 @@ def test_with_two_choices_the_text_is_choice_0s_and_v1_gets_both(app):
     events = [content("A"), content("X", 1), content("B"), content("Y", 1), END]
     assert relay(app, events, "text")[0] == b"AB"
     assert relay(app, events, "passthrough")[0] == b"".join(events)
+
+
+@pytest.mark.parametrize("kind", ["sse", "passthrough"])
+def test_an_upstream_error_is_named_in_our_words_only(app, kind):
+    for error_type in (KEY, "a long message quoting " + KEY, "a_key_like_word"):
+        error = b'data: {"error":{"type":%s,"message":"boom"}}\n\n' % json.dumps(error_type).encode()
+        body, record, _ = relay(app, [content("Hi"), error], kind)
+        assert KEY.encode() not in body and b"boom" not in body and record.outcome == "upstream_error"
+    assert b"(a_key_like_word)" in body  # a plain word is kept: it tells what failed
+
+
+def test_even_our_error_event_never_carries_the_key(app, monkeypatch):
+    monkeypatch.setattr(FakeUpstream.client, "api_key", "lowercase_only_key")  # passes as an error's type
+    error = b'data: {"error":{"type":"lowercase_only_key"}}\n\n'
+    body, record, _ = relay(app, [content("Hi"), error], "sse")
+    assert b"lowercase_only_key" not in body and b"event: error" in body and record.bytes == len(body)
