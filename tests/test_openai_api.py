@@ -110,6 +110,12 @@ def test_json_nested_too_deeply_is_a_400(app, body):
     assert response.json["error"]["message"] == "The request body is nested too deeply (more than 100 levels)."
 
 
+@pytest.mark.parametrize("levels, status", [(100, 503), (101, 400)])  # 503: the app fixture's upstream is closed
+def test_the_nesting_limit_is_100_levels(app, levels, status):
+    body = json.dumps(CHAT)[:-1] + ', "metadata": ' + "[" * (levels - 1) + "]" * (levels - 1) + "}"
+    assert app.test_client().post("/v1/chat/completions", data=body, content_type="application/json").status_code == status
+
+
 def test_an_upstream_answer_nested_too_deeply_is_unreadable_not_a_500():
     import httpx2
 
