@@ -105,6 +105,7 @@ def test_the_worker_answers_while_200_bodies_stall_and_then_drops_them_all(serve
             sock.close()
     assert statuses == [408] * 200
     assert request("GET", f"{server.url}/healthz")[0] == 200
+    assert "Traceback" not in server.log()
 
 
 def test_a_slow_body_that_keeps_coming_is_read_whole(server, fast_emulator):
@@ -167,17 +168,14 @@ def test_an_idle_kept_alive_connection_closes_on_keepalive_not_client_timeout(se
 # -- a body past the limit, sent chunked -----------------------------------------------------------
 
 def chunked(server, path: str, body: bytes) -> tuple[int, dict, bytes]:
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 1000]), body[i:i + 1000]) for i in range(0, len(body), 1000))
     sock = connect(server)
     try:
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode())
-        for start in range(0, len(body), 1000):
-            piece = body[start:start + 1000]
-            sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
-        sock.sendall(b"0\r\n\r\n")
+        # One write: the server has it all when it answers, so closing leaves nothing unread (no reset).
+        sock.sendall(head + chunks + b"0\r\n\r\n")
         return parse_response(read_until_closed(sock))
-    except ConnectionResetError:
-        pytest.fail("the connection was reset before an answer")
     finally:
         sock.close()
 
