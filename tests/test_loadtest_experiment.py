@@ -207,3 +207,16 @@ def test_run_refuses_a_rate_without_a_duration(capsys):
     with pytest.raises(SystemExit):
         main(["run", "http://127.0.0.1:9", "--rate", "5"])
     assert "--duration" in capsys.readouterr().err
+
+
+def test_a_timed_out_cells_row_says_at_least_the_bound_where_its_percentiles_were_cut():
+    from flaskapp.loadtest.client import Record
+    from flaskapp.loadtest.report import cell_row
+    from flaskapp.loadtest.stats import summarize
+    done = [Record(kind="block", start=0.0, ttft=2.5, total=2.5, chunks=1, status=200) for _ in range(2)]
+    cut = [Record(kind="block", start=0.0, total=5.0, error="cancelled") for _ in range(8)]
+    cell = {"setup": "sync", "kind": "block", "concurrency": 10, "timed_out": True, "time_limit_s": 5.0,
+            "summary": summarize(done + cut, 5.0, planned=10)}
+    row = cell_row(cell)
+    # Not the 2,500 ms of the two that finished: the other eight took at least the 5 s bound.
+    assert row[3:6] == ["2/10 TIMED OUT", ">=5000", ">=5000"] and row[8:10] == [">=5000", ">=5000"]

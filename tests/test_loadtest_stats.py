@@ -6,7 +6,7 @@ import pytest
 from flaskapp.loadtest.client import Record
 from flaskapp.loadtest.stats import (cpu_seconds, distribution, efficiency, errors_by_kind, field_record,
                                      percentile, request_metrics, schedstat_seconds, stddev, summarize,
-                                     summarize_by_kind, tally)
+                                     summarize_by_kind, tally, bounded)
 
 
 @pytest.mark.parametrize("values, q, expected", [
@@ -130,6 +130,30 @@ def test_cpu_seconds_reads_utime_and_stime_whatever_the_command_name(comm):
     # pid (comm) state ppid ... field 14 utime = 250 ticks, field 15 stime = 50 ticks
     fields = ["S", "1"] + ["0"] * 9 + ["250", "50"] + ["0"] * 30
     assert cpu_seconds(f"123 ({comm}) " + " ".join(fields), clock_ticks=100) == 3.0
+
+
+def _cut_run() -> dict:
+    # 10 planned: 6 completed, 2 streams cut by the bound after their first token, 1 cut before it, 1 never sent.
+    records = [_record(ttft=0.5, total=2.0) for _ in range(6)]
+    records += [_record(error="cancelled", ttft=0.7, total=5.0) for _ in range(2)]
+    records += [Record(kind="stream", start=0.0, total=5.0, error="cancelled")]
+    return summarize(records, 5.0, planned=10)
+
+
+@pytest.mark.parametrize("metric, stat, expected", [
+    ("ttft_s", "p50", (0.5, False)),  # 8 of 10 saw a first token: the median is among them
+    ("ttft_s", "p90", (5.0, True)),  # 2 of 10 never did: the 90th percentile is at least the bound
+    ("end_to_end_latency_s", "p50", (2.0, False)),
+    ("end_to_end_latency_s", "p90", (5.0, True)),  # 4 of 10 never completed
+    ("end_to_end_latency_s", "max", (5.0, True)),
+])
+def test_bounded_percentiles_count_what_never_got_there_as_at_least_the_bound(metric, stat, expected):
+    assert bounded(_cut_run(), metric, stat, limit=5.0) == expected
+
+
+def test_bounded_of_a_finished_run_is_its_own_statistic():
+    summary = summarize([_record(ttft=0.5, total=2.0), _record(ttft=0.7, total=2.2)], 3.0)
+    assert bounded(summary, "ttft_s", "p99", 5.0) == (pytest.approx(0.698), False)
 
 
 def test_schedstat_seconds_reads_nanoseconds():

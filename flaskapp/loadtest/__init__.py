@@ -1,4 +1,5 @@
-"""Load testing the blocking and streaming views: a concurrent HTTP driver, statistics, plots, the experiment.
+"""Load testing the blocking and streaming views: an HTTP driver at a concurrency or a rate, token statistics,
+the capacity search within an objective, plots, the experiment.
 
 Run `python -m flaskapp.loadtest --help`; the click commands in `cli` serve `flask loadtest` and `flask experiment`.
 """

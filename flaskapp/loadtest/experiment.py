@@ -241,12 +241,15 @@ def write_report(config: ExperimentConfig, cells: list[dict[str, Any]], records:
                                                    is not None else " = straight to the emulator (openai-block / "
                                                    "openai-stream), the physical limit") for s in config.setups), "",
         report.cells_table(cells, markdown=True), "",
-        "Latencies in ms over completed requests: TTFT = time to first token (blocking: the whole body); "
+        "Latencies in ms: TTFT = time to first token (blocking: the whole body), over every request that saw "
+        "one; e2e and ITL over completed requests; >= marks a percentile the cell's bound cut off (more "
+        "requests than the rest of that percentile never got there: it is at least the bound). "
         "ITL = inter-token latency, (last token - first token) / (output tokens - 1) per request (none for "
         "blocking answers); e2e = send to last byte. completed = completed/planned, as the progress lines "
         "count them (requests the bound cut off are errors `cancelled`; those it left unsent, `not sent`). "
-        "tokens/s = output tokens of completed requests per second of the cell; output tokens come from the "
-        "upstream's `usage` (`raw/*.json`: `token_source`). CPU s = gunicorn workers' CPU time in the cell "
+        "tokens/s = output tokens of completed requests per second of the cell; output tokens are the "
+        "server's `usage` on the OpenAI kinds and the SSE stream, counted words on the plain-text kinds "
+        "(`raw/*.json`: `token_source`). CPU s = gunicorn workers' CPU time in the cell "
         "(the kernel's per-thread run time, /proc/<pid>/task/*/schedstat, in nanoseconds); CPU ms/req = that "
         "per completed request; tokens/CPU-s = upstream tokens the emulator sent in the cell per worker "
         "CPU-second.", "",

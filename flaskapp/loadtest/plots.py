@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display, and safe in a server or CI process
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .stats import bounded  # noqa: E402
+
 COLOURS = {"block": "#d95f02", "openai-block": "#d95f02",
            "stream": "#1b9e77", "stream-sse": "#1b9e77", "openai-stream": "#1b9e77"}
 OTHER = "#7570b3"
@@ -101,20 +103,24 @@ def plot_scaling(cells: Sequence[dict[str, Any]], path: Path, title: str = "") -
     return _save(scaling_figure(cells, title), path)
 
 
-def censored(cell: dict[str, Any]) -> bool:
-    """Whether more than 1 % of a cell's planned requests did not complete: its p99 is not known."""
+def censored(cell: dict[str, Any], metric: str = "end_to_end_latency_s") -> bool:
+    """Whether more than 1 % of a cell's planned requests never got there: its p99 is not known."""
+    return bounded(cell["summary"], metric, "p99", cell.get("time_limit_s"))[1]
+
+
+def _reached(cell: dict[str, Any], metric: str) -> str:
     summary = cell["summary"]
-    planned = summary.get("planned", summary["requests"])
-    return planned > 0 and (planned - summary["completed"]) > 0.01 * planned
+    known = summary.get("first_tokens", summary["completed"]) if metric == "ttft_s" else summary["completed"]
+    return f"{known}/{summary.get('planned', summary['requests'])}"
 
 
 def scaling_figure(cells: Sequence[dict[str, Any]], title: str = ""):
     """The figure of `plot_scaling`, with what did not finish shown on it.
 
-    A cell where more than 1 % of its requests did not complete (failed, cancelled by the
-    cell's bound, never sent) has no true p99: it is drawn as a triangle at the cell's
-    time limit (the p99 is at least that), labelled completed/planned, never as the p99
-    of the requests that happened to finish.
+    A cell where more than 1 % of its requests never got there (no first token, or not
+    completed: failed, cancelled by the cell's bound, never sent) has no true p99: it is
+    drawn as a triangle at the cell's time limit (the p99 is at least that), labelled
+    reached/planned, never as the p99 of the requests that happened to finish.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     series: dict[str, list[dict]] = {}
@@ -126,17 +132,15 @@ def scaling_figure(cells: Sequence[dict[str, Any]], title: str = ""):
             colour = f"C{index % 10}"
             xs, ys, cut_x, cut_y = [], [], [], []
             for cell in points:
-                p99 = cell["summary"][metric]["p99"]
-                if censored(cell):
-                    bound = cell.get("time_limit_s") or p99
+                p99, cut = bounded(cell["summary"], metric, "p99", cell.get("time_limit_s"))
+                if cut:
+                    bound = p99 if p99 is not None else cell["summary"][metric]["max"]
                     if bound is None:
                         continue
                     xs.append(cell["concurrency"]), ys.append(bound)
                     cut_x.append(cell["concurrency"]), cut_y.append(bound)
-                    summary = cell["summary"]
-                    ax.annotate(f"{summary['completed']}/{summary.get('planned', summary['requests'])}",
-                                (cell["concurrency"], bound), textcoords="offset points", xytext=(4, -12 - 9 * index),
-                                fontsize="x-small", color=colour)
+                    ax.annotate(_reached(cell, metric), (cell["concurrency"], bound), textcoords="offset points",
+                                xytext=(4, -12 - 9 * index), fontsize="x-small", color=colour)
                 elif p99 is not None:
                     xs.append(cell["concurrency"]), ys.append(p99)
             style = "--" if "block" in name else "-"
@@ -151,9 +155,9 @@ def scaling_figure(cells: Sequence[dict[str, Any]], title: str = ""):
         ax.set_ylabel(f"p99 {'TTFT' if metric == 'ttft_s' else 'end-to-end latency'} (s)")
         ax.grid(alpha=0.3)
     handles, labels = axes[1].get_legend_handles_labels()
-    if any(censored(c) for c in cells):
+    if any(censored(c, m) for c in cells for m in ("ttft_s", "end_to_end_latency_s")):
         handles.append(plt.Line2D([], [], marker="^", color="grey", markerfacecolor="none", linestyle="none"))
-        labels.append("did not finish: p99 at least the cell's limit (completed/planned)")
+        labels.append("did not get there: p99 at least the cell's limit (first tokens or completed / planned)")
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="x-small", frameon=False)
     fig.suptitle(title or "Latency p99 against concurrency")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .stats import bounded
+
 LATENCIES = (("ttft_s", "TTFT"), ("inter_token_latency_s", "inter-token latency"),
              ("time_per_output_token_s", "time per output token"), ("end_to_end_latency_s", "end-to-end latency"),
              ("inter_chunk_latency_s", "inter-chunk gap"))
@@ -77,14 +79,20 @@ CELL_HEADERS = ["set-up", "kind", "C", "completed", "TTFT p50", "TTFT p99", "ITL
                 "e2e p50", "e2e p99", "req/s", "tokens/s", "CPU s", "CPU ms/req", "tokens/CPU-s", "errors"]
 
 
+def _bounded_ms(cell: dict[str, Any], metric: str, stat: str) -> str:
+    # A percentile the cell's bound cut off is "at least the bound", as scaling.png draws it.
+    value, cut = bounded(cell["summary"], metric, stat, cell.get("time_limit_s"))
+    return (">=" if cut and value is not None else "") + milliseconds(value)
+
+
 def cell_row(cell: dict[str, Any]) -> list[str]:
     """One experiment cell as a row of CELL_HEADERS (latencies in ms)."""
     s = cell["summary"]
     cpu = cell.get("server_cpu_s")
     return [cell["setup"], cell["kind"], str(cell["concurrency"]), done_text(s, cell.get("timed_out", False)),
-            milliseconds(s["ttft_s"]["p50"]), milliseconds(s["ttft_s"]["p99"]),
+            _bounded_ms(cell, "ttft_s", "p50"), _bounded_ms(cell, "ttft_s", "p99"),
             milliseconds(s["inter_token_latency_s"]["p50"]), milliseconds(s["inter_token_latency_s"]["p99"]),
-            milliseconds(s["end_to_end_latency_s"]["p50"]), milliseconds(s["end_to_end_latency_s"]["p99"]),
+            _bounded_ms(cell, "end_to_end_latency_s", "p50"), _bounded_ms(cell, "end_to_end_latency_s", "p99"),
             number(s["requests_per_s"], 1), number(s["output_throughput_token_per_s"], 0),
             number(cpu, 3), number(cell.get("cpu_ms_per_request"), 2),
             number(cell.get("tokens_per_cpu_s"), 0), errors_text(s["errors_by_kind"])]

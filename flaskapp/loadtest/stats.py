@@ -11,7 +11,9 @@ Per request (a `client.Record`, or its dict from a JSON file):
                                  (record.token_source says which: usage, words or chunks)
     request_output_throughput_token_per_s   output tokens / end-to-end latency
 
-Over a run: the distribution of each (p50, p90, p95, p99, min, max, mean, stddev),
+Over a run: the distribution of each over requests (p50, p90, p95, p99, min, max, mean,
+stddev; guidellm weights its inter-token figures by tokens instead, which moves the mean
+only when answers differ in length),
 `inter_chunk_latency_s` (every gap between reads carrying text: what a reader sees),
 requests_per_s and output_throughput_token_per_s (completed requests' tokens / wall time).
 Latencies are over successful requests only; errors are counted by kind.
@@ -163,6 +165,9 @@ def summarize(records: Sequence[Any], wall_time: float, planned: int | None = No
                                           "end_to_end_latency_s", "number_output_tokens",
                                           "request_output_throughput_token_per_s")},
         "inter_chunk_latency_s": distribution([g for r in ok for g in _get(r, "gaps") or ()]),
+        # Every request that saw its first token, however it ended (a stream cut by a time bound too).
+        "ttft_all_s": distribution([_get(r, "ttft") for r in records if _get(r, "ttft") is not None]),
+        "first_tokens": sum(1 for r in records if _get(r, "ttft") is not None),
         "requests_per_s": rate(len(ok)),
         "output_throughput_token_per_s": rate(tokens),
         "output_throughput_chunks_per_s": rate(chunks),
@@ -171,6 +176,27 @@ def summarize(records: Sequence[Any], wall_time: float, planned: int | None = No
         "chunks": chunks,
         "bytes": sum(_get(r, "bytes") or 0 for r in ok),
     }
+
+
+def bounded(summary: dict[str, Any], metric: str, stat: str, limit: float | None) -> tuple[float | None, bool]:
+    """A latency statistic of a run whose unfinished requests are censored at `limit`: (value, censored).
+
+    Requests that never reached the point measured (first token for "ttft_s", last byte for
+    "end_to_end_latency_s") took at least the run's bound, so they are the slowest. When
+    more of the planned requests than 1 - q/100 are such (any, for "max"), the q-th
+    percentile is among them: (limit, True), "at least the bound". Otherwise the statistic
+    of the requests that got there: TTFT over every request that saw its first token.
+    """
+    planned = summary.get("planned", summary["requests"])
+    if metric == "ttft_s" and "first_tokens" in summary:
+        known, values = summary["first_tokens"], summary["ttft_all_s"]
+    else:
+        known, values = summary["completed"], summary[metric]
+    unknown = planned - known
+    share = 0.0 if stat == "max" else 1 - float(stat[1:]) / 100
+    if unknown > 0 and unknown > share * planned:
+        return limit, True
+    return values[stat], False
 
 
 def summarize_by_kind(records: Sequence[Any], wall_time: float) -> dict[str, dict[str, Any]]:
