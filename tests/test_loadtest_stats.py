@@ -43,7 +43,8 @@ def test_distribution_reports_min_max_mean_and_stddev():
     assert result["p95"] == pytest.approx(5.6)
 
 
-@pytest.mark.parametrize("values, expected", [([], None), ([4.0], 0.0), ([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0], 2.0)])
+@pytest.mark.parametrize("values, expected", [
+    ([], None), ([4.0], 0.0), ([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0], 2.0)])
 def test_stddev_is_the_population_one(values, expected):
     assert stddev(values) == expected
 
