@@ -271,3 +271,11 @@ def test_the_last_progress_line_is_written_once(capsys):
     progress.show(records, 1, 0.0, final=True)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and "completed 1 of 1  failed 0  in flight 0" in lines[0]
+
+
+def test_https_target_with_checks_off_accepts_a_self_signed_certificate(tmp_path):
+    cert, key = self_signed_certificate(tmp_path)
+    url, thread = tls_server(cert, key, [HEAD, b"5\r\nHello\r\n", b"0\r\n\r\n"])
+    (record,) = run(lambda: run_kind(Target(url, verify=False), "stream", 1, requests=1, timeout=5.0)).records
+    thread.join(5)
+    assert (record.error, record.bytes) == (None, 5)
