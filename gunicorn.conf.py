@@ -29,7 +29,7 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG")  # our own JSON line per reques
 
 def on_starting(server):
     """Give workers a metrics directory; with no upstream configured, start the built-in emulator."""
-    from flaskapp import embedded
+    from flaskapp.runtime import embedded
 
     _start_metrics(server)
 
@@ -42,7 +42,7 @@ def on_starting(server):
 def on_exit(server):
     import shutil
 
-    from flaskapp import embedded
+    from flaskapp.runtime import embedded
 
     if getattr(server, "emulator", None) is not None:
         embedded.stop(server.emulator)
@@ -80,7 +80,7 @@ def post_worker_init(worker):
     from gunicorn.workers.ggevent import GeventWorker
 
     if isinstance(worker, GeventWorker):
-        from flaskapp import clientsocket
+        from flaskapp.runtime import clientsocket
 
         clientsocket.install(worker)
 

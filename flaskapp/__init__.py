@@ -12,9 +12,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # embedded emulator, and the openai client and its HTTP stack belong in the workers,
     # imported after gevent has patched them.
     _hide_trio_from_gevent_workers()
-    from . import (auth, cli, config, cors, demo, errors, health, limits, metrics, openai_api,
-                   requestlog, views)
-    from .upstream import Upstream, UpstreamSettings
+    from . import cli, config, errors
+    from .ops import auth, cors, health, limits, metrics, requestlog
+    from .web import demo, prompt, v1
+    from .upstream.client import Upstream, UpstreamSettings
 
     app = Flask(__name__)
     config.load(app, test_config)
@@ -30,8 +31,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     cors.init_app(app)
     metrics.init_app(app)
     health.init_app(app)
-    app.register_blueprint(views.bp)
-    app.register_blueprint(openai_api.bp)
+    app.register_blueprint(prompt.bp)
+    app.register_blueprint(v1.bp)
     app.register_blueprint(demo.bp)
     cli.init_app(app)
     _share_gunicorn_logging()

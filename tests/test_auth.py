@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from flaskapp import auth
+from flaskapp.ops import auth
 from flaskapp.config import ConfigError
 from gateway import bearer, make_app
 

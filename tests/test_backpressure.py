@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from flaskapp import backpressure, create_app
-from flaskapp.requestlog import RequestRecord, request_finished
+from flaskapp import create_app
+from flaskapp.ops import backpressure
+from flaskapp.ops.requestlog import RequestRecord, request_finished
 from servers import Emulator, Process, request, start_emulator, start_gunicorn, stream, upstream_env
 from test_faults import counted, log_records, metrics
 

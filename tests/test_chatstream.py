@@ -5,10 +5,10 @@ import time
 import gevent
 import pytest
 
-from flaskapp.chatstream import ChatStream
+from flaskapp.upstream.stream import ChatStream
 from flaskapp.errors import UpstreamTimeout
-from flaskapp.guard import SocketGuard
-from flaskapp.upstream import UpstreamSettings
+from flaskapp.runtime.guard import SocketGuard
+from flaskapp.upstream.client import UpstreamSettings
 
 EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from flaskapp.chunks import MAX_EVENT_BYTES, ChunkParser, MalformedChunk, sse_event, text_of
+from flaskapp.upstream.events import MAX_EVENT_BYTES, ChunkParser, MalformedChunk, sse_event, text_of
 
 
 def chunk(delta: dict, finish_reason=None, **extra) -> bytes:

@@ -11,7 +11,7 @@ import gevent
 import gevent.socket
 import pytest
 
-from flaskapp.clientsocket import ClientSocket, install
+from flaskapp.runtime.clientsocket import ClientSocket, install
 
 
 @pytest.fixture

@@ -220,7 +220,7 @@ def test_concurrent_mode_refuses_more_than_the_configured_cap(page, demo_emulato
 @pytest.mark.parametrize("fault, failing", [
     pytest.param({"status": 500}, ("stream", "blocking"), id="before-first-byte"),
     # The emulator cuts only streams; the blocking pane still gets its answer.
-    pytest.param({"cut_after": 10}, ("stream",), id="mid-stream"),
+    pytest.param({"cut_after": 10, "only": "stream"}, ("stream",), id="mid-stream"),
 ])
 def test_an_upstream_failure_shows_a_message_instead_of_hanging(page, demo_emulator, artifacts,
                                                                  fault, failing):

@@ -378,6 +378,16 @@ def test_cut_and_malformed_faults_on_blocking_answers(emulator, client):
         json.loads(body)
 
 
+def test_an_armed_fault_for_streams_only_waits_for_a_stream(emulator, client):
+    emulator.reset()
+    emulator.arm(status=503, only="stream")
+    answer = client.chat.completions.create(model="gpt-4", messages=MESSAGES, max_tokens=3)
+    assert answer.choices[0].message.content  # a blocking call passes and leaves the fault armed
+    with pytest.raises(openai.InternalServerError):
+        list(client.chat.completions.create(model="gpt-4", messages=MESSAGES, max_tokens=3, stream=True))
+    emulator.reset()
+
+
 def test_fail_fault_on_a_blocking_call_is_a_500(client):
     with pytest.raises(openai.InternalServerError):
         client.responses.create(model="gpt-4o", input="Hi", **fault("fail_after=1"))

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import openai
 import pytest
 
-from flaskapp.health import Readiness
+from flaskapp.ops.health import Readiness
 from gateway import NOWHERE, make_app
 from servers import SECRET_KEY
 
@@ -71,7 +71,7 @@ class FakeClient:
 
 def test_the_check_is_cached_without_retries_and_with_a_short_timeout(monkeypatch):
     clock = [100.0]
-    monkeypatch.setattr("flaskapp.health.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("flaskapp.ops.health.time.monotonic", lambda: clock[0])
     client, readiness = FakeClient(), Readiness(cache_seconds=5.0, timeout=2.0)
     assert [readiness.check(client) for _ in range(10)] == [None] * 10
     assert client.calls == 1 and client.options == {"max_retries": 0, "timeout": 2.0}

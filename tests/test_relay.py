@@ -4,12 +4,12 @@ from contextlib import nullcontext
 
 import pytest
 
-from flaskapp.chatstream import ChatStream
+from flaskapp.upstream.stream import ChatStream
 from flaskapp.errors import UpstreamError
-from flaskapp.guard import Guard
-from flaskapp.relay import Relay
-from flaskapp.requestlog import RequestRecord
-from flaskapp.upstream import UpstreamSettings
+from flaskapp.runtime.guard import Guard
+from flaskapp.web.relay import Relay
+from flaskapp.ops.requestlog import RequestRecord
+from flaskapp.upstream.client import UpstreamSettings
 
 KEY = "sk-proj-0123456789abcdefSECRET"
 

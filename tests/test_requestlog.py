@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from flaskapp.requestlog import RequestRecord, request_finished, request_id_of
+from flaskapp.ops.requestlog import RequestRecord, request_finished, request_id_of
 from gateway import make_app
 
 

@@ -13,10 +13,10 @@ import pytest
 
 from flaskapp import errors
 from flaskapp.config import ConfigError
-from flaskapp.guard import Guard
-from flaskapp.httpbody import MAX_LINE, READ_SIZE, Body
-from flaskapp.transport import LeanTransport, MalformedResponse
-from flaskapp.upstream import Upstream, UpstreamSettings
+from flaskapp.runtime.guard import Guard
+from flaskapp.upstream.httpbody import MAX_LINE, READ_SIZE, Body
+from flaskapp.upstream.transport import LeanTransport, MalformedResponse
+from flaskapp.upstream.client import Upstream, UpstreamSettings
 
 HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: upstream\r\nContent-Length: 2\r\n\r\n"
 

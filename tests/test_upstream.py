@@ -3,9 +3,9 @@ import httpx2
 import pytest
 
 from flaskapp import errors
-from flaskapp.guard import Guard
-from flaskapp.params import ChatParams
-from flaskapp.upstream import Upstream, UpstreamSettings, chat_body, parse_completion
+from flaskapp.runtime.guard import Guard
+from flaskapp.web.params import ChatParams
+from flaskapp.upstream.client import Upstream, UpstreamSettings, chat_body, parse_completion
 
 ARGUMENTS = chat_body(ChatParams(prompt="hi", system="be brief", model="gpt-4", max_tokens=5))
 

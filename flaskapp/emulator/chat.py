@@ -112,7 +112,7 @@ def chat(emulator: "Emulator", environ: dict, start_response: StartResponse) -> 
     limit = positive_int(body, "max_completion_tokens", "max_tokens")
     n = positive_int(body, "n", default=1, most=128)
     choices = _choices(emulator, body, messages, n, limit)
-    fault = take_fault(emulator, environ)
+    fault = take_fault(emulator, environ, streamed=bool(body.get("stream")))
     if fault.status:
         return fault_response(start_response, fault)
 

@@ -40,7 +40,7 @@ def completions(emulator: "Emulator", environ: dict, start_response: StartRespon
     n = positive_int(body, "n", default=1, most=128)
     if len(prompts) * n > 128:
         raise BadRequest("At most 128 choices (prompts times 'n') per request.", param="n")
-    fault = take_fault(emulator, environ)
+    fault = take_fault(emulator, environ, streamed=bool(body.get("stream")))
     if fault.status:
         return fault_response(start_response, fault)
 

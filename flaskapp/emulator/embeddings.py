@@ -59,7 +59,7 @@ def embeddings(emulator: "Emulator", environ: dict, start_response: StartRespons
     encoding = body.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
         raise BadRequest("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
-    fault = take_fault(emulator, environ)
+    fault = take_fault(emulator, environ, streamed=False)
     if fault.status:
         return fault_response(start_response, fault)
     prompt_tokens = sum(len(i) if isinstance(i, list) else max(1, words(i)) for i in inputs)

@@ -16,6 +16,8 @@ the same fields and a `count`). Fields:
     fail_after    tokens to send before the stream ends with the protocol's in-stream error
                   (chat and completions: `data: {"error": ...}`; Responses: `response.failed`);
                   a blocking call answers 500 after its time
+    only          "stream" or "blocking": an armed fault waits for a request of that kind
+                  (the others pass untouched and do not use up its count)
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class Fault:
     cut_after: int | None = None
     malformed_after: int | None = None
     fail_after: int | None = None
+    only: str | None = None  # "stream" or "blocking"
 
     @classmethod
     def from_mapping(cls, values: dict) -> "Fault":
@@ -51,6 +54,10 @@ class Fault:
                 cast[name] = int(value)
             elif name in _FLOAT_FIELDS:
                 cast[name] = float(value)
+            elif name == "only":
+                if value not in ("stream", "blocking"):
+                    raise ValueError("'only' must be 'stream' or 'blocking'")
+                cast[name] = value
         return cls(**cast)
 
     @classmethod
@@ -81,9 +88,11 @@ class FaultQueue:
         with self._lock:
             self._fault, self._remaining = NO_FAULT, 0
 
-    def take(self) -> Fault:
+    def take(self, streamed: bool) -> Fault:
         with self._lock:
             if self._remaining == 0:
+                return NO_FAULT
+            if self._fault.only and self._fault.only != ("stream" if streamed else "blocking"):
                 return NO_FAULT
             if self._remaining > 0:
                 self._remaining -= 1

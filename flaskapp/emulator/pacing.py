@@ -34,14 +34,14 @@ class ClientGone(Exception):
     """The caller closed its connection while we were waiting."""
 
 
-def take_fault(emulator: "Emulator", environ: dict) -> Fault:
+def take_fault(emulator: "Emulator", environ: dict, streamed: bool) -> Fault:
     header = environ.get("HTTP_X_EMULATOR_FAULT")
     try:
-        fault = Fault.from_header(header) if header else emulator.faults.take()
+        fault = Fault.from_header(header) if header else emulator.faults.take(streamed)
     except (TypeError, ValueError) as exc:
         raise BadRequest(f"bad X-Emulator-Fault: {exc}") from None
     if fault is not NO_FAULT:
-        kind = next(k for k, v in fault.__dict__.items() if v != getattr(NO_FAULT, k))
+        kind = next(k for k, v in fault.__dict__.items() if k != "only" and v != getattr(NO_FAULT, k))
         emulator.stats.faults[kind] = emulator.stats.faults.get(kind, 0) + 1
     return fault
 

@@ -82,7 +82,7 @@ def responses(emulator: "Emulator", environ: dict, start_response: StartResponse
     key, input_tokens = _input(body)
     limit = positive_int(body, "max_output_tokens")
     tool, schema = _tool(body), _text_schema(body)
-    fault = take_fault(emulator, environ)
+    fault = take_fault(emulator, environ, streamed=bool(body.get("stream")))
     if fault.status:
         return fault_response(start_response, fault)
 

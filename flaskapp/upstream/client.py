@@ -36,12 +36,12 @@ from typing import Any, Callable, TypeVar
 import httpx2
 import openai
 
-from .chatstream import ChatStream
-from .config import ConfigError
-from .errors import (UpstreamError, UpstreamTimeout, UpstreamUnavailable, from_openai, from_status, unreachable,
+from .stream import ChatStream
+from ..config import ConfigError
+from ..errors import (UpstreamError, UpstreamTimeout, UpstreamUnavailable, from_openai, from_status, unreachable,
                      unreadable)
-from .guard import Guard, UpstreamSilent
-from .params import ChatParams
+from ..runtime.guard import Guard, UpstreamSilent
+from ..web.params import ChatParams
 from .transport import Body, LeanTransport, MalformedResponse, Origin, proxy_variable
 
 CHAT_COMPLETIONS = "/chat/completions"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
-from .errors import ApiError
+from ..errors import ApiError
 from .requestlog import RequestRecord, request_finished
 
 RETRY_AFTER = "1"  # seconds: a slot frees as soon as any stream on this worker ends

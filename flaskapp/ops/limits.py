@@ -21,8 +21,8 @@ from flask import Flask, g, request
 from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
 from flask_limiter.util import get_remote_address
 
-from .config import ConfigError
-from .errors import ApiError, error_response
+from ..config import ConfigError
+from ..errors import ApiError, error_response
 
 UNLIMITED_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "metrics.metrics", "static"})
 

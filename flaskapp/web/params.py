@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from flask import Request, current_app
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from .errors import ClientTimeout, InvalidRequest
+from ..errors import ClientTimeout, InvalidRequest
 
 FIELDS = ("prompt", "system", "max_tokens", "temperature", "model")
 MAX_JSON_DEPTH = 100  # levels of nesting in a request body: far more than a chat request needs

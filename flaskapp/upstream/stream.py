@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import httpx2
 
-from .chunks import ChunkParser, MalformedChunk
-from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from .guard import ClientGone, Guard, UpstreamSilent
+from .events import ChunkParser, MalformedChunk
+from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from ..runtime.guard import ClientGone, Guard, UpstreamSilent
 
 if TYPE_CHECKING:
-    from .upstream import UpstreamSettings
+    from .client import UpstreamSettings
 
 
 _ERROR_KIND = re.compile(r"[a-z_]{1,40}")

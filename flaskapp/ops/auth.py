@@ -26,7 +26,7 @@ import hmac
 
 from flask import Flask, Response, current_app, g, request
 
-from .errors import ApiError
+from ..errors import ApiError
 
 OPEN_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "demo.demo", "static"})
 

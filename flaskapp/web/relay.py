@@ -19,12 +19,12 @@ from typing import Any, Callable, Iterator
 
 from flask import Response, stream_with_context
 
-from .chatstream import ChatStream
-from .chunks import sse_event, text_of
-from .errors import ApiError, ClientClosedRequest, UpstreamError
-from .guard import ClientGone, Guard, guard_for
-from .requestlog import CLIENT_DISCONNECTED, COMPLETED, UPSTREAM_ERROR, RequestRecord
-from .upstream import Upstream
+from ..upstream.stream import ChatStream
+from ..upstream.events import sse_event, text_of
+from ..errors import ApiError, ClientClosedRequest, UpstreamError
+from ..runtime.guard import ClientGone, Guard, guard_for
+from ..ops.requestlog import CLIENT_DISCONNECTED, COMPLETED, UPSTREAM_ERROR, RequestRecord
+from ..upstream.client import Upstream
 
 Encoder = Callable[[list[bytes]], bytes]
 

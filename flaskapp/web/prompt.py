@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, request
 
-from . import backpressure, params
+from ..ops import backpressure
+from . import params
 from .relay import STREAM_HEADERS, Relay, complete
-from .upstream import chat_body, parse_completion
+from ..upstream.client import chat_body, parse_completion
 
 bp = Blueprint("prompt", __name__)
 

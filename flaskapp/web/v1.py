@@ -12,8 +12,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from . import backpressure
-from .errors import ApiError, InvalidRequest, unreadable
+from ..ops import backpressure
+from ..errors import ApiError, InvalidRequest, unreadable
 from .params import load_json, request_body
 from .relay import Relay, complete
 
