@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+def create_app(test_config: dict[str, Any] | None = None) -> "Flask":
     # Imported here, not at the top: gunicorn's master imports this package for the
     # embedded emulator, and the openai client and its HTTP stack belong in the workers,
     # imported after gevent has patched them.
     _hide_trio_from_gevent_workers()
-    from . import cli, config, errors
+    from flask import Flask
+
+    from . import cli, config
     from .ops import auth, cors, health, limits, metrics, requestlog
-    from .web import demo, prompt, v1
+    from .web import demo, handlers, prompt, v1
     from .upstream.client import Upstream, UpstreamSettings
 
     app = Flask(__name__)
@@ -23,7 +26,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     upstream_options = app.config.get("UPSTREAM_CLIENT_OPTIONS", {})  # tests: a fake transport
     app.extensions["upstream"] = Upstream(UpstreamSettings.from_config(app.config), **upstream_options)
 
-    errors.init_app(app)
+    handlers.init_app(app)
     # Request hooks run in this order: request id and record, gateway key, rate limit.
     requestlog.init_app(app)
     auth.init_app(app)

@@ -6,9 +6,10 @@ first request instead of as a 500 later. The upstream's own settings (`OPENAI_AP
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
 SEED_SYSTEM_PROMPT = (
     "You are a helpful assistant. Answer thoroughly, in well-organised paragraphs of plain prose."

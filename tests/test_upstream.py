@@ -5,9 +5,9 @@ import pytest
 from flaskapp import errors
 from flaskapp.runtime.guard import Guard
 from flaskapp.web.params import ChatParams
-from flaskapp.upstream.client import Upstream, UpstreamSettings, chat_body, parse_completion
+from flaskapp.upstream.client import Upstream, UpstreamSettings, parse_completion
 
-ARGUMENTS = chat_body(ChatParams(prompt="hi", system="be brief", model="gpt-4", max_tokens=5))
+ARGUMENTS = ChatParams(prompt="hi", system="be brief", model="gpt-4", max_tokens=5).chat_body()
 
 
 def upstream_answering(handler) -> Upstream:

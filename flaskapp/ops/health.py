@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import openai
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
-from ..errors import UpstreamUnavailable, error_response, from_openai
+from ..errors import UpstreamUnavailable, from_openai
+from ..web.handlers import error_response
 
 bp = Blueprint("health", __name__)
 

@@ -22,7 +22,8 @@ from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
 from flask_limiter.util import get_remote_address
 
 from ..config import ConfigError
-from ..errors import ApiError, error_response
+from ..errors import ApiError
+from ..web.handlers import error_response
 
 UNLIMITED_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "metrics.metrics", "static"})
 

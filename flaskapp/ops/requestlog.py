@@ -21,16 +21,13 @@ from dataclasses import dataclass, field
 from flask import Flask, Response, g, has_app_context, request
 from flask.signals import Namespace
 
+# What became of a request: defined with the errors that lead to each, re-exported here.
+from ..errors import CLIENT_DISCONNECTED, COMPLETED, REJECTED, UPSTREAM_ERROR  # noqa: F401
+
 # Sent with the record once a request is over, streamed or not: for metrics and accounting.
 request_finished = Namespace().signal("flaskapp.request-finished")
 
 log = logging.getLogger("flaskapp.requests")
-
-# What became of a request.
-COMPLETED = "completed"
-CLIENT_DISCONNECTED = "client_disconnected"
-UPSTREAM_ERROR = "upstream_error"
-REJECTED = "rejected"
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's id is kept only when it cannot forge or bloat a log line.

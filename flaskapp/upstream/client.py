@@ -41,7 +41,6 @@ from ..config import ConfigError
 from ..errors import (UpstreamError, UpstreamTimeout, UpstreamUnavailable, from_openai, from_status, unreachable,
                      unreadable)
 from ..runtime.guard import Guard, UpstreamSilent
-from ..web.params import ChatParams
 from .transport import Body, LeanTransport, MalformedResponse, Origin, proxy_variable
 
 CHAT_COMPLETIONS = "/chat/completions"
@@ -278,18 +277,6 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
     except ValueError:
         pass
     return min(0.5 * 2 ** attempt, 8.0) * (1 - 0.25 * random.random())
-
-
-def chat_body(params: ChatParams, stream: bool = False) -> dict[str, Any]:
-    """The chat-completions request body for a prompt view's request."""
-    body: dict[str, Any] = {"model": params.model, "messages": params.messages()}
-    if params.max_tokens is not None:
-        body["max_tokens"] = params.max_tokens
-    if params.temperature is not None:
-        body["temperature"] = params.temperature
-    if stream:
-        body["stream_options"] = {"include_usage": True}  # for the `done` event and the log
-    return body
 
 
 def parse_completion(body: bytes) -> Completion:

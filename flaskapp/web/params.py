@@ -36,6 +36,17 @@ class ChatParams:
         messages.append({"role": "user", "content": self.prompt})
         return messages
 
+    def chat_body(self, stream: bool = False) -> dict[str, Any]:
+        """The chat-completions request body for this request."""
+        body: dict[str, Any] = {"model": self.model, "messages": self.messages()}
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if stream:
+            body["stream_options"] = {"include_usage": True}  # for the `done` event and the log
+        return body
+
 
 def request_body(request: Request) -> bytes:
     """The whole request body; a body cut short of its Content-Length is refused, not guessed at.

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, g, request
 from ..ops import backpressure
 from . import params
 from .relay import STREAM_HEADERS, Relay, complete
-from ..upstream.client import chat_body, parse_completion
+from ..upstream.client import parse_completion
 
 bp = Blueprint("prompt", __name__)
 
@@ -43,7 +43,7 @@ def blocking() -> Response:
     chat = _start()
     if request.method == "HEAD":
         return _head(TEXT)
-    completion = parse_completion(complete(current_app.extensions["upstream"], chat_body(chat), request.environ))
+    completion = parse_completion(complete(current_app.extensions["upstream"], chat.chat_body(), request.environ))
     g.record.tokens = (completion.usage or {}).get("completion_tokens")
     return Response(completion.text, content_type=TEXT)
 
@@ -53,7 +53,7 @@ def stream() -> Response:
     chat = _start()
     if request.method == "HEAD":
         return _head(SSE if _wants_sse(chat) else TEXT, STREAM_HEADERS)
-    relay = Relay.open(current_app.extensions["upstream"], chat_body(chat, stream=True),
+    relay = Relay.open(current_app.extensions["upstream"], chat.chat_body(stream=True),
                        request.environ, g.record)
     if _wants_sse(chat):
         return relay.response(relay.sse(), SSE)
