@@ -57,7 +57,7 @@ CASES = [
          "chunks decoded as they arrive, in linear time; the answer cut at the size cap",
          "`FLASKAPP_MAX_ANSWER_BYTES`", mode="big_chunk"),
     Case("one 10 MB SSE line", _each(STREAMS, UPSTREAM_ERROR),
-         "events split in linear time; an event past 1 MiB is malformed", "— (`chunks.MAX_EVENT_BYTES`)",
+         "events split in linear time; an event past 1 MiB is malformed", "— (`MAX_EVENT_BYTES`, upstream/events.py)",
          mode="long_line"),
     Case("a blocking answer dripping a byte a second", _each(BLOCKING, TIMEOUT),
          "the whole call's deadline, not each read's", "`FLASKAPP_REQUEST_TIMEOUT`", mode="drip",
