@@ -1,12 +1,16 @@
 // The demo page: the same prompt to `/` (blocking) and `/stream` (SSE) at once, side by side,
-// and a concurrent mode that charts each request's time to first text and total time.
+// and a concurrent mode, run by the server (`POST /demo/run`), that charts each request's
+// time to first text and total time from the events the server streams back.
 // Plain browser JavaScript: fetch, a ReadableStream reader and a small SSE parser.
+// The gateway key, when the server needs one, lives only in its input: never stored.
 "use strict";
 
 (() => {
   const root = document.getElementById("demo");
   const STREAM_URL = root.dataset.streamUrl;
   const BLOCKING_URL = root.dataset.blockingUrl;
+  const RUN_URL = root.dataset.runUrl;
+  const keyInput = document.getElementById("api-key"); // only when the server needs a key
   const KINDS = ["stream", "blocking"];
   const LABELS = { stream: "Streaming", blocking: "Blocking" };
 
@@ -31,12 +35,14 @@
   }
 
   async function post(url, body, accept, signal) {
+    const headers = { "Content-Type": "application/json", Accept: accept };
+    const key = keyInput ? keyInput.value.trim() : "";
+    if (key) headers.Authorization = `Bearer ${key}`;
     let response;
     try {
-      response = await fetch(url, {
-        method: "POST", signal, body: JSON.stringify(body),
-        headers: { "Content-Type": "application/json", Accept: accept },
-      });
+      // credentials "omit": the key goes only where this page sends it, no cookie with it.
+      response = await fetch(url, { method: "POST", signal, body: JSON.stringify(body), headers,
+        credentials: "omit", cache: "no-store" });
     } catch (error) {
       throw networkFailure(error);
     }
@@ -45,8 +51,8 @@
   }
 
   /** The whole answer from the blocking endpoint. */
-  async function blockingAnswer(body, { signal, url = BLOCKING_URL } = {}) {
-    const response = await post(url, body, "text/plain", signal);
+  async function blockingAnswer(body, { signal } = {}) {
+    const response = await post(BLOCKING_URL, body, "text/plain", signal);
     try {
       return await response.text();
     } catch (error) {
@@ -70,12 +76,10 @@
     return { type, data: data.join("\n") };
   }
 
-  /** Reads `/stream` as SSE, calling onText for each piece; resolves with the `done` event's data. */
-  async function streamAnswer(body, { onText, signal, url = STREAM_URL } = {}) {
-    const response = await post(url, { ...body, format: "sse" }, "text/event-stream", signal);
+  /** Calls onEvent({type, data}) for each event of an SSE response, data parsed as JSON. */
+  async function readEvents(response, onEvent) {
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
-    let summary = null;
     try {
       for (;;) {
         const { value, done } = await reader.read();
@@ -85,19 +89,26 @@
         while ((end = buffer.indexOf("\n\n")) >= 0) {
           const event = parseEvent(buffer.slice(0, end));
           buffer = buffer.slice(end + 2);
-          if (!event.data) continue;
-          const data = JSON.parse(event.data);
-          if (event.type === "message") onText(data.text);
-          else if (event.type === "done") summary = data;
-          else if (event.type === "error") {
-            const error = data.error || {};
-            throw new Failure(`${error.message || "The stream failed."} (${error.type || "error"}, mid-stream)`);
-          }
+          if (event.data) onEvent({ type: event.type, data: JSON.parse(event.data) });
         }
       }
     } catch (error) {
       throw networkFailure(error);
     }
+  }
+
+  /** Reads `/stream` as SSE, calling onText for each piece; resolves with the `done` event's data. */
+  async function streamAnswer(body, { onText, signal } = {}) {
+    const response = await post(STREAM_URL, { ...body, format: "sse" }, "text/event-stream", signal);
+    let summary = null;
+    await readEvents(response, ({ type, data }) => {
+      if (type === "message") onText(data.text);
+      else if (type === "done") summary = data;
+      else if (type === "error") {
+        const error = data.error || {};
+        throw new Failure(`${error.message || "The stream failed."} (${error.type || "error"}, mid-stream)`);
+      }
+    });
     if (!summary) throw new Failure("The stream ended before the answer was complete.");
     return summary;
   }
@@ -278,43 +289,47 @@
   const chart = document.getElementById("load-chart");
   const summaryRows = Object.fromEntries(
     KINDS.map((kind) => [kind, document.querySelector(`#load-summary tr[data-kind="${kind}"]`)]));
-  let load = null; // the current run: {id, count, startedAt, records, controller}
+  let load = null; // the current run: {count, records, controller, now}
+  let drawFrame = 0;
 
-  /** Each request gets its own URL (the service ignores the query of a JSON POST), so its
-   *  Resource Timing entry can be found: that tells how long it queued inside the browser. */
-  const timingObserver = new PerformanceObserver((list) => {
-    if (!load) return;
-    let changed = false;
-    for (const entry of list.getEntries()) {
-      const record = load.byUrl.get(entry.name);
-      if (record && entry.requestStart > 0) {
-        record.queued = Math.max(0, entry.requestStart - load.startedAt);
-        changed = true;
-      }
+  /** The run's records as the server reports them; all times in ms of the server's clock. */
+  function newRecords(count) {
+    return KINDS.flatMap((kind) => Array.from({ length: count }, (_, index) => ({
+      kind, index, id: null, sent: null, firstAt: null, lastAt: null, chunks: 0,
+      first: null, total: null, tokens: null, done: false, error: null,
+    })));
+  }
+
+  /** One event of the server's run (see flaskapp/web/demo_run.py) applied to its record. */
+  function apply({ type, data }) {
+    if (data.at != null) load.now = Math.max(load.now, data.at * 1000);
+    const record = data.kind && load.records.find((r) => r.kind === data.kind && r.index === data.index);
+    if (type === "sent" && record) {
+      Object.assign(record, { id: data.id, sent: data.at * 1000 });
+    } else if (type === "text" && record) {
+      record.firstAt ??= data.at * 1000;
+      record.lastAt = data.at * 1000;
+      record.chunks = data.chunks;
+    } else if (type === "done" && record) {
+      Object.assign(record, {
+        done: true, total: data.total * 1000, tokens: data.tokens,
+        first: data.first == null ? null : data.first * 1000,
+        error: data.error ? describe(data) : null,
+      });
+      summarise();
+    } else if (type === "end") {
+      load.ended = true;
     }
-    if (changed) drawChart();
-  });
-  timingObserver.observe({ type: "resource", buffered: false });
+    if (!drawFrame) drawFrame = requestAnimationFrame(() => { drawFrame = 0; drawChart(); });
+  }
 
-  async function measure(record, body, signal) {
+  /** A failed request in words: the service's own message where its error body has one. */
+  function describe({ error, status, detail }) {
     try {
-      if (record.kind === "stream") {
-        await streamAnswer(body, {
-          signal, url: record.url,
-          onText: () => { record.first ??= performance.now() - load.startedAt; },
-        });
-      } else {
-        await blockingAnswer(body, { signal, url: record.url });
-        record.first = performance.now() - load.startedAt;
-      }
-    } catch (error) {
-      if (error.name === "AbortError") return;
-      record.error = error.message;
-    }
-    record.total = performance.now() - load.startedAt;
-    record.done = true;
-    drawChart();
-    summarise();
+      const body = JSON.parse(detail.replace(/^event: error\s*data: /, ""));
+      if (body.error && body.error.message) return `${body.error.message} (${error})`;
+    } catch (_) { /* not JSON, or cut short: the kind is enough */ }
+    return status ? `${error} (HTTP ${status})` : error;
   }
 
   loadForm.addEventListener("submit", async (event) => {
@@ -328,27 +343,28 @@
     showFormError(loadError, loadCount, "");
     const body = readRequest();
     if (!body) return;
+    // Leaving a run closes its response: the server then ends every request of it.
     if (load) load.controller.abort();
-    performance.clearResourceTimings();
-    const id = Date.now().toString(36);
     const controller = new AbortController();
-    const records = KINDS.flatMap((kind) => Array.from({ length: count }, (_, index) => ({
-      kind, index, done: false, first: null, total: null, queued: null, error: null,
-      url: new URL(`${kind === "stream" ? STREAM_URL : BLOCKING_URL}?demo=${id}-${kind}-${index}`,
-        location.href).href,
-    })));
-    load = { id, count, controller, records, byUrl: new Map(records.map((r) => [r.url, r])),
-      startedAt: performance.now() };
+    load = { count, controller, records: newRecords(count), now: 0, ended: false };
     const current = load;
     document.getElementById("load-figure").hidden = false;
-    loadStatus.textContent = `Running ${count} streaming and ${count} blocking requests…`;
+    loadStatus.textContent = `The server is running ${count} streaming and ${count} blocking requests…`;
     drawChart();
     summarise();
-    await Promise.all(records.map((record) => measure(record, body, controller.signal)));
-    if (load !== current || controller.signal.aborted) return;
-    const failed = records.filter((r) => r.error).length;
-    loadStatus.textContent = `Done: ${records.length} requests in ${seconds(performance.now() - current.startedAt)}` +
-      (failed ? `, ${failed} failed.` : ".");
+    try {
+      const response = await post(`${RUN_URL}?count=${count}`, body, "text/event-stream", controller.signal);
+      await readEvents(response, (item) => { if (load === current) apply(item); });
+      if (!current.ended) throw new Failure("The run's event stream ended before the run was over.");
+    } catch (error) {
+      if (error.name === "AbortError" || load !== current) return;
+      loadStatus.textContent = "The run failed.";
+      showFormError(loadError, null, error.message);
+      return;
+    }
+    const failed = current.records.filter((r) => r.error).length;
+    loadStatus.textContent = `Done: ${current.records.length} requests in ${seconds(current.now)} ` +
+      "by the server's clock" + (failed ? `, ${failed} failed.` : ".");
   });
 
   function summarise() {
@@ -372,10 +388,9 @@
     resizeFrame = requestAnimationFrame(() => load && drawChart());
   });
 
-  // The chart: one row per request, streaming above blocking, drawn in SVG as they complete.
+  // The chart: one row per request, streaming above blocking, drawn in SVG as events arrive.
+  // A request still running is drawn up to the latest time the server reported.
   const SVG = "http://www.w3.org/2000/svg";
-  // Less than this before the request left the browser is connection set-up, not queueing.
-  const QUEUED_MS = 20;
   const LEFT = 84, RIGHT = 16, TOP = 8, ROW = 14, GAP = 14, AXIS = 34;
 
   function svg(name, attributes, parent) {
@@ -393,11 +408,10 @@
   }
 
   function drawChart() {
-    const { records, count } = load;
+    const { records, count, now } = load;
     // Drawn at the figure's own pixel width, so text in the chart stays at its CSS size.
     const WIDTH = Math.max(320, Math.round(chart.getBoundingClientRect().width) || 640);
-    const finished = records.filter((r) => r.done);
-    const maxSeconds = Math.max(0.5, ...finished.map((r) => r.total / 1000)) * 1.02;
+    const maxSeconds = Math.max(0.5, now / 1000) * 1.02;
     const step = tickStep(maxSeconds);
     const axisEnd = Math.ceil(maxSeconds / step) * step;
     const plotWidth = WIDTH - LEFT - RIGHT;
@@ -417,7 +431,7 @@
       label.textContent = `${+t.toFixed(3)}`;
     }
     const axisLabel = svg("text", { class: "tick", x: LEFT + plotWidth / 2, y: plotBottom + 28, "text-anchor": "middle" }, chart);
-    axisLabel.textContent = "seconds since Fire";
+    axisLabel.textContent = "seconds since the server started the run";
 
     for (const kind of KINDS) {
       const top = groupTop(kind);
@@ -426,32 +440,35 @@
       svg("rect", { class: "track", x: LEFT, y: top, width: plotWidth, height: count * ROW }, chart);
     }
 
-    for (const record of finished) {
+    for (const record of records) {
+      if (record.sent == null) continue;
       const y = groupTop(record.kind) + record.index * ROW + 2;
       const h = ROW - 4;
+      const end = record.done ? record.sent + record.total : (record.lastAt ?? now);
       const group = svg("g", {
-        class: `bar bar-${record.kind}${record.error ? " bar-error" : ""}`,
-        "data-kind": record.kind, "data-index": record.index,
+        class: `bar bar-${record.kind}${record.error ? " bar-error" : ""}${record.done ? "" : " bar-running"}`,
+        "data-kind": record.kind, "data-index": record.index, "data-id": record.id,
+        "data-sent": (record.sent / 1000).toFixed(3),
         "data-first": record.first == null ? "" : (record.first / 1000).toFixed(3),
-        "data-total": (record.total / 1000).toFixed(3),
+        "data-total": record.done ? (record.total / 1000).toFixed(3) : "",
       }, chart);
       const title = svg("title", {}, group);
-      title.textContent = `${LABELS[record.kind]} #${record.index + 1}: ` + (record.error
-        ? `failed after ${seconds(record.total)}: ${record.error}`
-        : `first text ${seconds(record.first)}, total ${seconds(record.total)}` +
-          (record.queued > QUEUED_MS ? `, ${seconds(record.queued)} waiting in the browser` : ""));
-      const waitingFrom = record.queued ?? 0;
-      if (record.queued > QUEUED_MS) {
-        svg("line", { class: "queued", x1: x(0), x2: x(record.queued), y1: y + h / 2, y2: y + h / 2 }, group);
-      }
-      const firstAt = record.first ?? record.total;
-      svg("rect", { class: "waiting", x: x(waitingFrom), y, height: h, width: Math.max(0, x(firstAt) - x(waitingFrom)) }, group);
+      title.textContent = `${LABELS[record.kind]} #${record.index + 1}: ` + (!record.done
+        ? `running, ${record.chunks} pieces of text so far`
+        : record.error
+          ? `failed after ${seconds(record.total)}: ${record.error}`
+          : `first text ${seconds(record.first)}, total ${seconds(record.total)}` +
+            (record.tokens != null ? `, ${record.tokens} tokens` : ""));
+      const firstAt = record.firstAt ?? (record.done && record.first != null ? record.sent + record.first : null);
+      const waitingEnd = firstAt ?? (record.done ? end : now);
+      svg("rect", { class: "waiting", x: x(record.sent), y, height: h, width: Math.max(0, x(waitingEnd) - x(record.sent)) }, group);
       if (record.error) {
-        svg("path", { class: "cross", d: `M${x(record.total) - 4},${y} l8,${h} m0,-${h} l-8,${h}` }, group);
+        svg("path", { class: "cross", d: `M${x(end) - 4},${y} l8,${h} m0,-${h} l-8,${h}` }, group);
         continue;
       }
-      svg("rect", { class: "receiving", x: x(record.first), y, height: h, width: Math.max(1.5, x(record.total) - x(record.first)) }, group);
-      svg("circle", { class: "first", cx: x(record.first), cy: y + h / 2, r: 3 }, group);
+      if (firstAt == null) continue;
+      svg("rect", { class: "receiving", x: x(firstAt), y, height: h, width: Math.max(1.5, x(end) - x(firstAt)) }, group);
+      svg("circle", { class: "first", cx: x(firstAt), cy: y + h / 2, r: 3 }, group);
     }
   }
 })();
