@@ -74,7 +74,7 @@ def post_worker_init(worker):
     # every first byte of a burst of 500 streams.
     upstream = getattr(worker.wsgi, "extensions", {}).get("upstream")
     if upstream is not None:
-        upstream.client  # noqa: B018
+        upstream.warm()
 
     # Streams are many small writes: give gevent workers' connections a one-call write.
     from gunicorn.workers.ggevent import GeventWorker

@@ -34,9 +34,19 @@ class ApiError(Exception):
 
     def __init__(self, message: str, *, retry_after: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
-        self.param = param  # the request field at fault
+        self._set(message=message, retry_after=retry_after, param=param)  # param: the request field at fault
+
+    def _set(self, **attributes: object) -> None:
+        for name, value in attributes.items():
+            BaseException.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Immutable once made: an error is shared by the log, the metrics and the response,
+        # and a handler that changed one would change what the others report. Python's own
+        # bookkeeping (__traceback__, __cause__, __notes__) stays writable.
+        if not name.startswith("__"):
+            raise AttributeError(f"{type(self).__name__} is immutable: pass {name} when making it")
+        BaseException.__setattr__(self, name, value)
 
     def body(self) -> dict:
         # OpenAI's error shape, so its SDKs read ours as they read theirs.
@@ -58,7 +68,7 @@ class RouteError(ApiError):
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
-        self.status = status
+        self._set(status=status)
 
 
 class ClientClosedRequest(ApiError):
@@ -71,7 +81,7 @@ class UpstreamError(ApiError):
     def __init__(self, message: str, *, retry_after: str | None = None, param: str | None = None,
                  retryable: bool = False) -> None:
         super().__init__(message, retry_after=retry_after, param=param)
-        self.retryable = retryable  # whether asking again, before the first byte, may succeed
+        self._set(retryable=retryable)  # whether asking again, before the first byte, may succeed
 
 
 class UpstreamRateLimited(UpstreamError):
@@ -107,6 +117,15 @@ def unreachable() -> UpstreamError:
 
 def unreadable() -> UpstreamError:
     return UpstreamError("The model server sent a response that could not be read.")
+
+
+def malformed() -> UpstreamError:
+    """The upstream broke HTTP's framing: a 502 like any nonsense, not a 503 (it was reached)."""
+    return UpstreamError("The model server sent a malformed HTTP response.")
+
+
+def too_large(limit: int) -> UpstreamError:
+    return UpstreamError(f"The model server's answer was larger than {limit} bytes.")
 
 
 def from_openai(exc: openai.OpenAIError) -> UpstreamError:

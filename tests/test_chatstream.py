@@ -34,8 +34,8 @@ def test_a_silent_upstream_is_cut_at_the_sooner_deadline(client_socket, settings
     # The guard's timer was set for the first token's deadline (30 s); the stream's deadline
     # and the idle one are sooner, and must hold while the upstream is silent.
     settings = {"first_token_timeout": 30.0, "idle_timeout": 30.0, **settings}
-    guard = SocketGuard(client_socket, time.monotonic() + 30.0)
-    stream = ChatStream(one_event_then_silence(3.0), lambda: None, guard, UpstreamSettings(**settings))
+    guard = SocketGuard(client_socket, deadline=time.monotonic() + 30.0)
+    stream = ChatStream(one_event_then_silence(3.0), close=lambda: None, guard=guard, settings=UpstreamSettings(**settings))
     items = iter(stream)
     try:
         assert next(items) == [b'"Hi"']

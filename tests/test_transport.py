@@ -15,7 +15,7 @@ from flaskapp import errors
 from flaskapp.config import ConfigError
 from flaskapp.runtime.guard import Guard
 from flaskapp.upstream.httpbody import MAX_LINE, READ_SIZE, Body
-from flaskapp.upstream.transport import LeanTransport, MalformedResponse
+from flaskapp.upstream.http11 import ConnectionPool, MalformedResponse
 from flaskapp.upstream.client import Upstream, UpstreamSettings
 
 HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: upstream\r\nContent-Length: 2\r\n\r\n"
@@ -55,14 +55,14 @@ class ScriptedServer:
         return ("http", "127.0.0.1", self.port)
 
 
-def send(transport: LeanTransport, server: ScriptedServer):
+def send(transport: ConnectionPool, server: ScriptedServer):
     return transport.send(server.origin, HEAD, b"{}", {"connect": 2, "write": 2, "read": 2})
 
 
 def test_chunked_body_is_decoded_and_the_connection_reused():
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     server = ScriptedServer([[chunked], [chunked]])
-    transport = LeanTransport()
+    transport = ConnectionPool()
     for _ in range(2):
         status, _, headers, body = send(transport, server)
         assert status == 200 and b"".join(body) == b"hello world"
@@ -74,20 +74,20 @@ def test_chunks_split_anywhere_across_reads():
     head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
     payload = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     server = ScriptedServer([[head + payload[:3], payload[3:9], payload[9:]]])
-    status, _, _, body = send(LeanTransport(), server)
+    status, _, _, body = send(ConnectionPool(), server)
     assert b"".join(body) == b"hello world"
 
 
 def test_content_length_body():
     server = ScriptedServer([[b"HTTP/1.1 429 Too Many\r\nRetry-After: 3\r\nContent-Length: 4\r\n\r\nslow"]])
-    status, reason, headers, body = send(LeanTransport(), server)
+    status, reason, headers, body = send(ConnectionPool(), server)
     assert (status, reason, b"".join(body)) == (429, b"Too Many", b"slow")
     assert (b"Retry-After", b"3") in headers
 
 
 def test_a_body_cut_short_raises():
     server = ScriptedServer([[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"]], close_after=True)
-    _, _, _, body = send(LeanTransport(), server)
+    _, _, _, body = send(ConnectionPool(), server)
     with pytest.raises(httpx2.RemoteProtocolError):
         b"".join(body)
 
@@ -95,7 +95,7 @@ def test_a_body_cut_short_raises():
 def test_a_kept_alive_connection_the_server_closed_is_replaced():
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     server = ScriptedServer([[answer], [answer]], close_after=True)
-    transport = LeanTransport()
+    transport = ConnectionPool()
     for _ in range(2):
         _, _, _, body = send(transport, server)
         assert b"".join(body) == b"ok"
@@ -108,7 +108,7 @@ def test_connection_refused_is_a_connect_error():
     port = listener.getsockname()[1]
     listener.close()
     with pytest.raises(httpx2.ConnectError):
-        LeanTransport().send(("http", "127.0.0.1", port), HEAD, b"{}", {"connect": 2})
+        ConnectionPool().send(("http", "127.0.0.1", port), HEAD, b"{}", {"connect": 2})
 
 
 def test_https_upstreams_are_spoken_to_over_tls(tmp_path):
@@ -136,7 +136,7 @@ def test_https_upstreams_are_spoken_to_over_tls(tmp_path):
             tls.sendall(b"7\r\nsecured\r\n0\r\n\r\n")
 
     threading.Thread(target=serve, daemon=True).start()
-    transport = LeanTransport(ssl_context=ssl.create_default_context(cafile=str(cert)))
+    transport = ConnectionPool(ssl_context=ssl.create_default_context(cafile=str(cert)))
     status, _, _, body = transport.send(("https", "localhost", port), HEAD, b"{}",
                                         {"connect": 5, "write": 5, "read": 5})
     assert status == 200 and b"".join(body) == b"secured"
@@ -201,7 +201,7 @@ def test_a_large_chunk_comes_out_as_it_arrives():
     server = ScriptedServer([[OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % size + data[:1 << 20],
                               lambda conn: first_piece_out.wait(5),
                               data[1 << 20:], b"\r\n0\r\n\r\n"]])
-    _, _, _, body = send(LeanTransport(), server)
+    _, _, _, body = send(ConnectionPool(), server)
     pieces = iter(body)
     digest, received, largest = hashlib.sha256(), 0, 0
     first = next(pieces)
@@ -258,7 +258,7 @@ def test_broken_chunked_framing_is_refused(wire, problem):
 ], ids=["two lengths", "a list of two", "signed", "not a number", "length and chunked", "gzip coding"])
 def test_ambiguous_framing_is_refused_and_the_connection_closed(headers):
     server = ScriptedServer([[OK_HEAD + headers + b"\r\n2\r\nok\r\n0\r\n\r\n"], [ANSWER]])
-    transport = LeanTransport()
+    transport = ConnectionPool()
     with pytest.raises(MalformedResponse):
         send(transport, server)
     _, _, _, body = send(transport, server)
@@ -268,14 +268,14 @@ def test_ambiguous_framing_is_refused_and_the_connection_closed(headers):
 
 def test_identical_content_lengths_are_accepted():
     server = ScriptedServer([[OK_HEAD + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\nok"]])
-    _, _, _, body = send(LeanTransport(), server)
+    _, _, _, body = send(ConnectionPool(), server)
     assert b"".join(body) == b"ok"
 
 
 def test_an_endless_head_is_refused():
     server = ScriptedServer([[OK_HEAD, endless(b"X-Filler: " + b"a" * 1000 + b"\r\n")]])
     with pytest.raises(MalformedResponse, match="head too large"):
-        send(LeanTransport(), server)
+        send(ConnectionPool(), server)
 
 
 def test_interim_responses_are_skipped():

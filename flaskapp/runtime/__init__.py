@@ -1,5 +1,50 @@
 """What flaskapp asks of gevent and gunicorn beyond their public APIs, gathered here.
 
-Only the standard library is imported at this level: gunicorn's master imports
-`runtime.embedded` before any worker exists.
+Each use of an internal, and why:
+
+- `clientsocket.py` rewrites the class of each gevent client socket gunicorn accepts
+  (`socket.__class__`), to write a token in one send() and to give the connection a stall
+  timeout; it wraps gunicorn's `GeventWorker.handle`, `handle_request` and `timeout_ctx`,
+  because `handle` makes every connection blocking (dropping its timeout) and a write that
+  times out would otherwise be logged as a traceback.
+- `gevent_io.readable_waiter()` uses a gevent socket's private `_wait(_read_event)`: waiting
+  for a socket just emptied before reading it saves a failed recv (EAGAIN) and an
+  exception per token on the upstream read path.
+- `guard.py` starts raw event-loop watchers (`hub.loop.io`, `loop.timer`,
+  `loop.run_callback`) and throws into the request's greenlet: two watchers per request
+  instead of a greenlet per request to notice a client leaving or an upstream going silent.
+- `pacer.py` reads `hub.loop.iteration` to tell whether the loop has turned since a stream
+  last yielded: an upstream that always has data ready would otherwise starve the worker.
+- `client_socket()` reads `environ["gunicorn.socket"]`, the client's socket, which WSGI
+  does not expose: the guard watches it, the relay shuts it to abort a broken transfer,
+  and the 408 handler shuts it for reading.
+- `embedded.py` configures workers through `os.environ`: gunicorn forks the workers, which
+  inherit the master's environment and read OPENAI_BASE_URL and OPENAI_API_KEY as the
+  `openai` client does, with no other channel from the master's hooks to the app.
+- `gunicorn.conf.py`'s `post_worker_init` hook calls `Upstream.warm()` (the client is made
+  per process, after the fork) and `clientsocket.install(worker)`.
+
+`WRITTEN_FOR` names the versions these were written against; tests/test_runtime.py fails
+on any other, naming what to re-check. Only the standard library is imported at this
+level: gunicorn's master imports `runtime.embedded` before any worker exists.
 """
+from __future__ import annotations
+
+from typing import Any
+
+WRITTEN_FOR = {"gevent": "26.9.0", "gunicorn": "27.0.1"}
+
+# What to re-read in each package's new version before raising its pin.
+RECHECK = {
+    "gevent": "gevent/_socketcommon.py and _socket3.py: socket.__slots__, _sock, _wait, _read_event, "
+              "send/sendall (clientsocket.py, gevent_io.py); the libev/libuv loop's io/timer/run_callback "
+              "and loop.iteration (guard.py, pacer.py)",
+    "gunicorn": "gunicorn/workers/ggevent.py and base_async.py: GeventWorker.handle (setblocking), "
+                "handle_request, timeout_ctx around the keep-alive wait, environ['gunicorn.socket'], "
+                "the post_worker_init hook (clientsocket.py, gunicorn.conf.py)",
+}
+
+
+def client_socket(environ: dict) -> Any:
+    """The client's socket under gunicorn (WSGI exposes none); None under other servers."""
+    return environ.get("gunicorn.socket")

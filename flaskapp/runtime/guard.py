@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any
 
+from . import client_socket
+
 
 class ClientGone(BaseException):
     """The client closed its connection."""
@@ -33,20 +35,49 @@ def _gevent_active() -> bool:
 
 
 class Guard:
-    """The no-op guard: used where no client socket can be watched."""
+    """The no-op guard: used where no client socket can be watched.
+
+    A request's greenlet waits on the upstream only inside `with guard.awaiting(until):`,
+    the one place that marks it interruptible; the deadline moves only through
+    `awaiting(until)`, `expect_by()` and `tighten()`.
+    """
 
     active = False  # whether deadlines and departures are enforced at all
-    loop = None  # gevent's event loop, for the relay's fairness check
-    gone = False
-    waiting = False
-    deadline = float("inf")
+    gone = False  # the client left (set by the watcher)
+    waiting = False  # inside `awaiting()`: read by the watchers, written only there
+    deadline = float("inf")  # monotonic time after which a wait is cut short
+
+    def awaiting(self, until: float | None = None) -> "Guard":
+        """`with guard.awaiting(until):` around a wait on the upstream, with `until` the new deadline.
+
+        Entering raises ClientGone if the client has already left. (The guard is its own
+        context manager: this runs once per upstream read, where every call counts.)
+        """
+        if until is not None:
+            if until < self.deadline:
+                self.tighten(until)
+            else:
+                self.deadline = until  # later: the timer looks again when it fires
+        return self
+
+    def __enter__(self) -> None:
+        if self.gone:
+            raise ClientGone()
+        self.waiting = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.waiting = False
+
+    def expect_by(self, deadline: float) -> None:
+        """Move the deadline, sooner or later."""
+        self.awaiting(deadline)
+
+    def tighten(self, deadline: float) -> None:
+        """Bring the deadline forward, never back."""
+        self.deadline = min(self.deadline, deadline)
 
     def close(self) -> None:
         pass
-
-    def tighten(self, deadline: float) -> None:
-        """Bring the deadline forward (moving it on needs no call: the timer looks again when it fires)."""
-        self.deadline = min(self.deadline, deadline)
 
 
 class SocketGuard(Guard):
@@ -55,17 +86,17 @@ class SocketGuard(Guard):
     active = True
     RECHECK = 0.05  # seconds: a deadline that passes mid-write is looked at again this soon
 
-    def __init__(self, client: Any, deadline: float) -> None:
+    def __init__(self, client: Any, *, deadline: float) -> None:
         import gevent
 
-        self.deadline = deadline  # monotonic time; the request loop moves it forward
-        self.waiting = False  # True while the request greenlet waits on the upstream
+        self.deadline = deadline
+        self.waiting = False
         self.gone = False
         self._closed = False
         self._client = client
         self._target = gevent.getcurrent()
-        self.loop = gevent.get_hub().loop
-        self._readable = self.loop.io(client.fileno(), 1)
+        self._loop = gevent.get_hub().loop
+        self._readable = self._loop.io(client.fileno(), 1)
         self._readable.start(self._on_readable)
         self._timer = None
         self._arm(deadline - time.monotonic())
@@ -88,7 +119,7 @@ class SocketGuard(Guard):
             return  # no deadline: only the client is watched
         if self._timer is not None:
             self._timer.close()
-        self._timer = self.loop.timer(max(seconds, 0.0))
+        self._timer = self._loop.timer(max(seconds, 0.0))
         self._timer.start(self._on_timer)
 
     def _on_timer(self) -> None:
@@ -120,11 +151,12 @@ class SocketGuard(Guard):
         def throw() -> None:
             if self.waiting and not self._closed:
                 self._target.throw(exc)
-        self.loop.run_callback(throw)
+        self._loop.run_callback(throw)
 
 
 def guard_for(environ: dict, deadline: float) -> Guard:
-    client = environ.get("gunicorn.socket")
+    """The request's guard: watching its client under gevent, the no-op one elsewhere."""
+    client = client_socket(environ)
     if client is None or not _gevent_active():
         return Guard()
-    return SocketGuard(client, deadline)
+    return SocketGuard(client, deadline=deadline)

@@ -4,24 +4,19 @@
 streaming one and returns a `ChatStream` once the upstream has answered with a
 status, so failures before the first byte surface as exceptions, not as a broken
 200. Both take the request's `Guard`, which may interrupt them when the client
-leaves or the upstream goes silent.
+leaves or the upstream goes silent; both send through a `Transport` (transport.py):
+the lean one by default, httpx's with `transport="httpx"`, or one handed in (tests).
 
 The official `openai` client is the source of truth: it reads OPENAI_API_KEY,
 OPENAI_BASE_URL, OPENAI_ORG_ID and OPENAI_PROJECT_ID as its users expect, and its
-headers are the ones sent. On the default (`lean`) path the request those headers
-make is composed once per process and sent over `LeanTransport`: the client's own
-per-call machinery (option models, URL and header merging, the httpx request)
-costs more CPU than relaying a whole answer, and it runs once per request. The
-`httpx` path sends every request through `client.post()` instead, for what the lean
-path leaves out: proxies, HTTP/2, credentials that change while the process runs. A
-proxy set in the environment for the upstream's host stops the lean path at start-up,
-rather than being silently bypassed.
+headers are the ones sent.
 
 A blocking call is bounded as a whole: `request_timeout` from its start to its last
 byte, however slowly the bytes come, and `max_answer_bytes` of answer at most.
 
-The client is made lazily per process: gunicorn forks workers after loading the
-config, and a connection pool must never be shared across a fork.
+The client and transport are made lazily per process (or at once by `warm()`):
+gunicorn forks workers after loading the config, and a connection pool must never be
+shared across a fork.
 """
 from __future__ import annotations
 
@@ -36,14 +31,12 @@ from typing import Any, Callable, TypeVar
 import httpx2
 import openai
 
+from .http11 import MalformedResponse
 from .stream import ChatStream
-from ..config import ConfigError
-from ..errors import (UpstreamError, UpstreamTimeout, UpstreamUnavailable, from_openai, from_status, unreachable,
-                     unreadable)
+from .transport import HttpxTransport, LeanTransport, Transport, refuse_proxies
+from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, malformed, too_large, unreadable
 from ..runtime.guard import Guard, UpstreamSilent
-from .transport import Body, LeanTransport, MalformedResponse, Origin, proxy_variable
 
-CHAT_COMPLETIONS = "/chat/completions"
 T = TypeVar("T")
 
 
@@ -74,25 +67,38 @@ class UpstreamSettings:
 @dataclass
 class Completion:
     text: str
-    finish_reason: str | None
     usage: dict | None
 
 
 class Upstream:
-    def __init__(self, settings: UpstreamSettings, **client_options: Any) -> None:
+    def __init__(self, settings: UpstreamSettings, *, transport: Transport | None = None,
+                 **client_options: Any) -> None:
+        """`client_options` go to the `openai` client (api_key, base_url, http_client…); a
+        `transport` handed in replaces the one `settings.transport` names (tests)."""
         self.settings = settings
-        self._client_options = client_options  # e.g. api_key, base_url, http_client (tests)
+        self._client_options = client_options
         self._client: openai.OpenAI | None = None
         self._pid = 0
-        self._transport: LeanTransport | None = None
-        self._endpoint: tuple[Origin, bytes] | None = None
+        self._given_transport = transport
+        self._transport: Transport | None = None
         self._client_lock: tuple[int, threading.Lock] = (0, threading.Lock())
-        if self._lean:
-            _refuse_proxies(client_options.get("base_url") or os.environ.get("OPENAI_BASE_URL")
-                            or "https://api.openai.com/v1")
+        if transport is None and settings.transport == "lean":
+            refuse_proxies(client_options.get("base_url") or os.environ.get("OPENAI_BASE_URL")
+                           or "https://api.openai.com/v1")
+
+    def warm(self) -> None:
+        """Make this process's client and transport now, not in its first request."""
+        self._made()
 
     @property
     def client(self) -> openai.OpenAI:
+        return self._made()[0]
+
+    @property
+    def transport(self) -> Transport:
+        return self._made()[1]
+
+    def _made(self) -> tuple[openai.OpenAI, Transport]:
         if self._client is None or self._pid != os.getpid():
             # The client's platform headers run `uname` in a subprocess, which yields under
             # gevent: without the lock every request of a first burst would run its own.
@@ -102,83 +108,69 @@ class Upstream:
             with self._client_lock[1]:
                 if self._client is None or self._pid != os.getpid():
                     self._make_client()
-        return self._client
+        return self._client, self._transport
 
     def _make_client(self) -> None:
-        options = dict(self._client_options)
+        s, options = self.settings, dict(self._client_options)
         options.setdefault("http_client", openai.DefaultHttpxClient(limits=httpx2.Limits(
-            max_connections=self.settings.max_connections, max_keepalive_connections=1000)))
-        # Retries are ours (`_retrying`), on both paths: bounded by the request's deadline.
+            max_connections=s.max_connections, max_keepalive_connections=1000)))
+        # Retries are ours (`_retrying`), on every transport: bounded by the request's deadline.
         client = openai.OpenAI(max_retries=0, **options)
-        self._endpoint = self._compose_head(client)  # also fills the client's own header cache
-        self._transport = LeanTransport(max_idle_per_origin=self.settings.max_connections)
+        if self._given_transport is not None:
+            self._transport = self._given_transport
+        elif s.transport == "lean":
+            self._transport = LeanTransport(client, connect_timeout=s.connect_timeout,
+                                            max_idle_per_origin=s.max_connections)
+        else:
+            self._transport = HttpxTransport(client, connect_timeout=s.connect_timeout)
         self._client, self._pid = client, os.getpid()
-
-    @property
-    def _lean(self) -> bool:
-        return self.settings.transport == "lean" and "http_client" not in self._client_options
 
     def complete(self, body: dict[str, Any], guard: Guard) -> bytes:
         """The upstream's JSON answer to a blocking call, as the bytes it sent."""
-        s = self.settings
+        s, transport = self.settings, self.transport
         deadline = time.monotonic() + s.request_timeout
-        if self._lean:
-            response = self._retrying(lambda: self._send(body, s.request_timeout, deadline), guard, deadline)
-            if response.length is not None and response.length > s.max_answer_bytes:
-                response.close()
-                raise _too_large(s.max_answer_bytes)
-            pieces, close = iter(response), response.close
-        else:
-            timeout = httpx2.Timeout(s.request_timeout, connect=s.connect_timeout)
-            response = self._retrying(lambda: self._post(body, timeout, stream=True), guard, deadline)
-            pieces, close = response.iter_bytes(), response.close
-        guard.waiting = True
+        answer = self._retrying(lambda: transport.send(body, read_timeout=s.request_timeout, deadline=deadline),
+                                guard, deadline)
         try:
-            answer, size = [], 0
-            for piece in pieces:
-                size += len(piece)
-                if size > s.max_answer_bytes:
-                    raise _too_large(s.max_answer_bytes)
-                if time.monotonic() > deadline:  # the lean body enforces it; httpx, only per read
-                    raise httpx2.ReadTimeout("past the deadline")
-                answer.append(piece)
-            return b"".join(answer)
+            if answer.length is not None and answer.length > s.max_answer_bytes:
+                raise too_large(s.max_answer_bytes)
+            with guard.awaiting():
+                pieces, size = [], 0
+                for piece in answer.pieces:
+                    size += len(piece)
+                    if size > s.max_answer_bytes:
+                        raise too_large(s.max_answer_bytes)
+                    if time.monotonic() > deadline:  # the lean body enforces it; httpx, only per read
+                        raise httpx2.ReadTimeout("past the deadline")
+                    pieces.append(piece)
+                return b"".join(pieces)
         except httpx2.TimeoutException:
             raise UpstreamTimeout(f"The model server did not answer within {s.request_timeout:g} s.") from None
         except (MalformedResponse, httpx2.DecodingError):
-            raise _malformed() from None
+            raise malformed() from None
         except httpx2.TransportError:
             raise UpstreamUnavailable("The model server dropped the connection.") from None
         finally:
-            guard.waiting = False
-            close()
+            answer.close()
 
     def open_stream(self, body: dict[str, Any], guard: Guard) -> ChatStream:
-        s = self.settings
+        s, transport = self.settings, self.transport
         body = {**body, "stream": True}
         # The guard, when active, enforces the first-token and idle deadlines precisely;
         # the socket's read timeout is the backstop where it cannot.
-        backstop = max(s.first_token_timeout, s.idle_timeout)
+        read_timeout = None if guard.active else max(s.first_token_timeout, s.idle_timeout)
         try:
-            if self._lean:
-                read_timeout = None if guard.active else backstop
-                response = self._retrying(lambda: self._send(body, read_timeout), guard, guard.deadline)
-                reads, close = iter(response), response.close
-            else:
-                timeout = httpx2.Timeout(backstop, connect=s.connect_timeout)
-                response = self._retrying(lambda: self._post(body, timeout, stream=True), guard, guard.deadline)
-                reads, close = response.iter_bytes(), response.close
+            answer = self._retrying(lambda: transport.send(body, read_timeout=read_timeout), guard, guard.deadline)
         except UpstreamSilent:
             raise UpstreamTimeout(f"The model server sent nothing within {s.first_token_timeout:g} s.") from None
-        return ChatStream(reads, close, guard, s)
+        return ChatStream(answer.pieces, close=answer.close, guard=guard, settings=s)
 
     def _retrying(self, attempt: Callable[[], T], guard: Guard, deadline: float) -> T:
         """Retry where it is safe: before any answer, on connection errors, 429 and 5xx, with
         backoff or the upstream's Retry-After, and never past the request's deadline."""
         tries = 0
         while True:
-            guard.waiting = True  # a client leaving during the call or the pause ends it
-            try:
+            with guard.awaiting():  # a client leaving during the call or the pause ends it
                 try:
                     return attempt()
                 except UpstreamError as error:
@@ -188,85 +180,6 @@ class Upstream:
                         raise
                 tries += 1
                 time.sleep(delay)
-            finally:
-                guard.waiting = False
-
-    # -- the httpx path: everything through the client ------------------------
-    def _post(self, body: dict[str, Any], timeout: httpx2.Timeout, stream: bool = False) -> httpx2.Response:
-        try:
-            return self.client.post(CHAT_COMPLETIONS, body=body, cast_to=httpx2.Response,
-                                    stream=stream, options={"timeout": timeout, "max_retries": 0})
-        except openai.OpenAIError as exc:
-            raise from_openai(exc) from None
-
-    # -- the lean path ------------------------------------------------------
-    def _request_head(self) -> tuple[Origin, bytes]:
-        """The request line and the client's headers, composed once per process."""
-        self.client  # made, with the head, once per process
-        return self._endpoint
-
-    @staticmethod
-    def _compose_head(client: openai.OpenAI) -> tuple[Origin, bytes]:
-        """The request line and the client's headers for a chat completion."""
-        url = client.base_url
-        target = url.path.rstrip("/") + CHAT_COMPLETIONS + (f"?{url.query.decode()}" if url.query else "")
-        headers = {**client.default_headers, **client.auth_headers}
-        # The body is read as it comes, undecoded: the client's headers ask for no compression
-        # (httpx adds its own Accept-Encoding), and "identity" says so explicitly.
-        lines = [f"POST {target} HTTP/1.1", f"Host: {url.netloc.decode()}", "Connection: keep-alive",
-                 "Accept-Encoding: identity"]
-        lines += [f"{name}: {value}" for name, value in headers.items()
-                  if isinstance(value, str) and name.lower() != "accept-encoding"]
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        return origin, ("\r\n".join(lines) + "\r\n").encode("latin-1")
-
-    def _send(self, body: dict[str, Any], read_timeout: float | None, deadline: float | None = None) -> Body:
-        """POST the body over the lean transport; the response's body once its status is 2xx."""
-        s = self.settings
-        origin, head = self._request_head()
-        payload = json.dumps(body, separators=(",", ":")).encode()
-        timeouts = {"connect": s.connect_timeout, "write": s.connect_timeout, "read": read_timeout}
-        try:
-            status, _, headers, response = self._transport.send(
-                origin, head + b"Content-Length: %d\r\n\r\n" % len(payload), payload, timeouts, deadline)
-        except httpx2.TimeoutException:
-            raise UpstreamTimeout("The model server did not answer in time.") from None
-        except MalformedResponse:
-            raise _malformed() from None
-        except httpx2.TransportError:
-            raise unreachable() from None
-        if not 200 <= status < 300:  # a redirect, too, is an error: its body is no answer
-            response.close()
-            raise from_status(status, _header(headers, b"retry-after"))
-        if response.content_coding not in (None, b"identity"):
-            response.close()
-            raise UpstreamError("The model server compressed its answer, which it was not asked to do.")
-        return response
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
-
-
-def _malformed() -> UpstreamError:
-    return UpstreamError("The model server sent a malformed HTTP response.")
-
-
-def _too_large(limit: int) -> UpstreamError:
-    return UpstreamError(f"The model server's answer was larger than {limit} bytes.")
-
-
-def _refuse_proxies(base_url: str) -> None:
-    """The lean transport connects directly: a proxy asked for in the environment stops it."""
-    url = httpx2.URL(str(base_url))
-    variable = proxy_variable(url.scheme, url.host, url.port)
-    if variable:  # its value is not quoted: it may hold a password
-        raise ConfigError(f"{variable} is set and applies to the upstream {url.host}, but the lean upstream "
-                          "transport does not use proxies: set FLASKAPP_UPSTREAM_TRANSPORT=httpx to go through "
-                          "the proxy, or add the host to NO_PROXY to connect directly.")
 
 
 def _backoff(attempt: int, retry_after: str | None) -> float:
@@ -282,12 +195,11 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
 def parse_completion(body: bytes) -> Completion:
     try:
         data = json.loads(body)
-        choice = data["choices"][0]
-        text = choice["message"]["content"] or ""
+        text = data["choices"][0]["message"]["content"] or ""
         if not isinstance(text, str):
             raise TypeError
         usage = data.get("usage")
-        return Completion(text, choice.get("finish_reason"), usage if isinstance(usage, dict) else None)
+        return Completion(text, usage if isinstance(usage, dict) else None)
     except (ValueError, KeyError, IndexError, TypeError, RecursionError):
         # RecursionError: JSON nested deeper than the parser's stack.
         raise unreadable() from None

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import socket
 import time
-from functools import partial
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import httpx2
 
+from ..runtime.gevent_io import readable_waiter
+
 if TYPE_CHECKING:
-    from .transport import _Connection
+    from .http11 import _Connection
 
 READ_SIZE = 16384  # bytes per read: larger batches more tokens per write, smaller keeps turns short
 MAX_LINE = 4096  # longest chunk-size line, extensions included
@@ -84,10 +85,7 @@ class Body:
         self._drained, self._read_at = False, 0.0
         sock = connection.sock
         self._deadline, self._read_timeout = deadline, sock.gettimeout()
-        # gevent's own wait for a plain socket to become readable (with the socket's
-        # timeout); not for TLS, whose buffer may hold bytes the socket no longer shows.
-        self._wait_readable = (partial(sock._wait, sock._read_event)
-                               if hasattr(sock, "_read_event") and not hasattr(sock, "pending") else None)
+        self._wait_readable = readable_waiter(sock)  # None without gevent, and for TLS
 
     def __iter__(self) -> Iterator[bytes]:
         if self._complete:
