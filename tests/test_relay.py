@@ -26,7 +26,7 @@ class FakeUpstream:
         self.stream_settings = UpstreamSettings(first_token_timeout=5.0, idle_timeout=5.0, **settings)
 
     def open_stream(self, body, guard) -> ChatStream:
-        return ChatStream(iter(self.events), self.close, guard, self.stream_settings)
+        return ChatStream(iter(self.events), close=self.close, guard=guard, settings=self.stream_settings)
 
     def close(self) -> None:
         self.closed = True
@@ -123,7 +123,7 @@ def test_a_stream_past_its_time_ends_with_a_timeout(app):
 def test_the_guard_never_waits_past_the_stream_deadline():
     guard = Guard()
     guard.deadline = float("inf")
-    stream = ChatStream(iter(EVENTS), lambda: None, guard, UpstreamSettings(idle_timeout=60.0, stream_timeout=2.0))
+    stream = ChatStream(iter(EVENTS), close=lambda: None, guard=guard, settings=UpstreamSettings(idle_timeout=60.0, stream_timeout=2.0))
     assert guard.deadline == stream._stream_deadline
     items = iter(stream)
     next(items), next(items)

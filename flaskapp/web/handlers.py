@@ -13,6 +13,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ApiError, ClientTimeout, InvalidRequest, RouteError
+from ..runtime import client_socket
 
 log = logging.getLogger("flaskapp")
 
@@ -32,7 +33,7 @@ def _close_after_answer() -> None:
     # The rest of the body may still come: the connection cannot carry another request.
     # gunicorn drops an application's `Connection: close`; a socket shut for reading
     # makes its next read see the end, so it closes once the 408 is written.
-    client = request.environ.get("gunicorn.socket")
+    client = client_socket(request.environ)
     if client is not None:
         try:
             client.shutdown(socket.SHUT_RD)

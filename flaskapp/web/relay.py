@@ -22,6 +22,7 @@ from flask import Response, stream_with_context
 from ..upstream.stream import ChatStream
 from ..upstream.events import sse_event, text_of
 from ..errors import ApiError, ClientClosedRequest, UpstreamError
+from ..runtime import client_socket
 from ..runtime.guard import ClientGone, Guard, guard_for
 from ..ops.requestlog import CLIENT_DISCONNECTED, COMPLETED, UPSTREAM_ERROR, RequestRecord
 from ..upstream.client import Upstream
@@ -160,7 +161,7 @@ class Relay:
         yield sse_event(error.body())
 
     def _abort_connection(self, error: UpstreamError) -> Iterator[bytes]:
-        client = self._environ.get("gunicorn.socket")
+        client = client_socket(self._environ)
         if client is None:
             raise RuntimeError(error.message)  # other servers abort the response on an exception
         # The server's final zero-length chunk will now fail to send: the transfer stays incomplete.
