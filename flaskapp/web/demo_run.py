@@ -29,6 +29,7 @@ from typing import Any, Iterator
 
 from ..errors import CLIENT_DISCONNECTED, COMPLETED, ApiError
 from ..loadtest.client import Record, _Exchange
+from ..runtime import client_socket
 from ..runtime.guard import ClientGone, guard_for
 
 # The page's names for the kinds, and the load tester's for the same requests.
@@ -84,7 +85,7 @@ class Experiment:
     @classmethod
     def for_request(cls, environ: dict, count: int, body: dict[str, Any], authorization: str | None,
                     timeout: float) -> "Experiment":
-        client = environ.get("gunicorn.socket")
+        client = client_socket(environ)
         monkey = sys.modules.get("gevent.monkey")
         if client is None or monkey is None or not monkey.is_module_patched("socket"):
             raise DemoUnavailable("The concurrent experiment runs only under gunicorn's gevent worker.")
@@ -181,19 +182,14 @@ def events(experiment: Experiment, environ: dict, request_record: Any) -> Iterat
                 group.spawn(_one, experiment, kind, index, run_start, emit)
         remaining = 2 * experiment.count
         while remaining:
-            guard.waiting = True
-            try:
+            with guard.awaiting():
                 batch = [queue.get()]
-            finally:
-                guard.waiting = False
             while not queue.empty():  # whatever else is ready goes out in the same write
                 batch.append(queue.get_nowait())
             remaining -= sum(item.startswith("event: done") for item in batch)
             chunk = "".join(batch)
             request_record.bytes += len(chunk)
             yield chunk
-            if guard.gone:
-                return
         yield _sse("end", {"at": _rounded(time.perf_counter() - run_start)})
         outcome = COMPLETED
     except ClientGone:
