@@ -391,7 +391,7 @@
   // The chart: one row per request, streaming above blocking, drawn in SVG as events arrive.
   // A request still running is drawn up to the latest time the server reported.
   const SVG = "http://www.w3.org/2000/svg";
-  const LEFT = 84, RIGHT = 16, TOP = 8, ROW = 14, GAP = 14, AXIS = 34;
+  const LEFT = 84, RIGHT = 16, TOP = 8, GAP = 14, AXIS = 34;
 
   function svg(name, attributes, parent) {
     const element = document.createElementNS(SVG, name);
@@ -409,6 +409,9 @@
 
   function drawChart() {
     const { records, count, now } = load;
+    // Rows thin out past twenty of each, so 100 of each still fit about a screen.
+    const ROW = count <= 20 ? 14 : Math.max(4, Math.floor(300 / count));
+    const PAD = ROW >= 10 ? 2 : 0.5;
     // Drawn at the figure's own pixel width, so text in the chart stays at its CSS size.
     const WIDTH = Math.max(320, Math.round(chart.getBoundingClientRect().width) || 640);
     const maxSeconds = Math.max(0.5, now / 1000) * 1.02;
@@ -442,8 +445,8 @@
 
     for (const record of records) {
       if (record.sent == null) continue;
-      const y = groupTop(record.kind) + record.index * ROW + 2;
-      const h = ROW - 4;
+      const y = groupTop(record.kind) + record.index * ROW + PAD;
+      const h = ROW - 2 * PAD;
       const end = record.done ? record.sent + record.total : (record.lastAt ?? now);
       const group = svg("g", {
         class: `bar bar-${record.kind}${record.error ? " bar-error" : ""}${record.done ? "" : " bar-running"}`,
@@ -468,7 +471,7 @@
       }
       if (firstAt == null) continue;
       svg("rect", { class: "receiving", x: x(firstAt), y, height: h, width: Math.max(1.5, x(end) - x(firstAt)) }, group);
-      svg("circle", { class: "first", cx: x(firstAt), cy: y + h / 2, r: 3 }, group);
+      svg("circle", { class: "first", cx: x(firstAt), cy: y + h / 2, r: Math.min(3, h / 2 + 1) }, group);
     }
   }
 })();
