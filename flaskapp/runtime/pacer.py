@@ -16,33 +16,39 @@ from .guard import Guard
 
 
 class Pacer:
-    __slots__ = ("_loop", "_slice", "interval", "_guard", "_iteration", "_since", "read_at")
+    """Called by a stream before a read once `due`: `now, due = pacer.pace(now)`.
+
+    Between calls the stream only compares the time with `due`, the cheapest check there
+    is, once per read. Without an interval a stream is looked at once a slice: one that
+    finds the loop has not turned since the last look yields, so a stream runs at most
+    about two slices while others wait.
+    """
+
+    __slots__ = ("_loop", "_slice", "interval", "_guard", "_iteration", "read_at")
 
     def __init__(self, guard: Guard, *, fair_slice: float, interval: float) -> None:
         self._loop = gevent.get_hub().loop
         self._slice = fair_slice  # seconds a stream may relay without the event loop turning; 0: never yield
         self.interval = interval  # least seconds between reads; 0: none
         self._guard = guard
-        self._iteration, self._since = -1, 0.0
-        self.read_at = 0.0  # when the last read ended: the reader sets it, where interval is set
+        self._iteration = -1
+        self.read_at = 0.0  # when the last read ended: the stream sets it, where there is an interval
 
-    def before_read(self) -> float:
-        """Pause or yield as due; the time then (monotonic)."""
-        if self.read_at:
-            pause = self.read_at + self.interval - time.monotonic()
+    def pace(self, now: float) -> tuple[float, float]:
+        """Pause or yield as due; the time then (monotonic), and when to call again."""
+        if self.interval and self.read_at:
+            pause = self.read_at + self.interval - now
             if pause > 0:
                 with self._guard.awaiting():  # a client leaving ends the pause, and the stream
                     gevent.sleep(pause)
-        now = time.monotonic()
-        if self._slice:
-            loop = self._loop
-            if loop.iteration != self._iteration:
-                self._iteration, self._since = loop.iteration, now
-            elif now - self._since > self._slice:
-                gevent.sleep(0)
                 now = time.monotonic()
-                self._iteration, self._since = loop.iteration, now
-        return now
+        if self._slice:
+            iteration = self._loop.iteration
+            if iteration == self._iteration:  # not turned for a slice at least
+                gevent.sleep(0)
+                now, iteration = time.monotonic(), self._loop.iteration
+            self._iteration = iteration
+        return now, (0.0 if self.interval else now + self._slice)
 
 
 def pacer_for(guard: Guard, *, fair_slice: float, interval: float) -> Pacer | None:

@@ -27,6 +27,7 @@ READ_SIZE = 16384  # bytes per read: larger batches more tokens per write, small
 MAX_LINE = 4096  # longest chunk-size line, extensions included
 MAX_TRAILERS = 16384
 FRESH = 0.005  # seconds: a socket emptied more recently than this is taken to be still empty
+_clock = time.monotonic
 
 
 class MalformedResponse(httpx2.RemoteProtocolError):
@@ -83,42 +84,44 @@ class Body:
         self._complete = empty  # 204, 304 and 101 have no body
         self._chunked, self.length, self._keep_alive, self.content_coding = framing(headers)
         self._drained, self._read_at = False, 0.0
-        sock = connection.sock
+        self._sock = sock = connection.sock
         self._deadline, self._read_timeout = deadline, sock.gettimeout()
         self._wait_readable = readable_waiter(sock)  # None without gevent, and for TLS
+        self._waits = self._wait_readable is not None
 
     def __iter__(self) -> Iterator[bytes]:
+        # The decoder itself, not a generator around it: one generator resumed per read.
         if self._complete:
-            return
+            return iter(())
+        if self._chunked:
+            return self._read_chunked()
+        if self.length is not None:
+            return self._read_length(self.length)
+        self._keep_alive = False
+        return self._read_until_close()
+
+    def _recv(self) -> bytes:
+        """The next read; b"" at the end of the stream. Socket errors become httpx's."""
+        sock = self._sock
         try:
-            if self._chunked:
-                yield from self._read_chunked()
-            elif self.length is not None:
-                yield from self._read_length(self.length)
-            else:
-                self._keep_alive = False
-                yield from self._read_until_close()
+            if self._deadline is not None:
+                left = self._deadline - _clock()
+                if left <= 0:
+                    raise socket.timeout()
+                sock.settimeout(left if self._read_timeout is None else min(left, self._read_timeout))
+            if self._drained and _clock() - self._read_at < FRESH:
+                # The last read emptied the socket moments ago, so reading now would fail
+                # (EAGAIN) and then wait: a wasted system call and exception per token. Wait
+                # first. (A socket emptied longer ago, by a stream that paused, has likely
+                # filled again: there, waiting first would cost a trip through the hub.)
+                self._wait_readable()
+            data = sock.recv(READ_SIZE)
         except socket.timeout:
             raise httpx2.ReadTimeout("timed out reading the response") from None
         except OSError as exc:
             raise httpx2.ReadError(str(exc)) from None
-
-    def _recv(self) -> bytes:
-        """The next read; b"" at the end of the stream."""
-        sock = self._connection.sock
-        if self._deadline is not None:
-            left = self._deadline - time.monotonic()
-            if left <= 0:
-                raise socket.timeout()
-            sock.settimeout(left if self._read_timeout is None else min(left, self._read_timeout))
-        if self._drained and self._wait_readable is not None and time.monotonic() - self._read_at < FRESH:
-            # The last read emptied the socket moments ago, so reading now would fail
-            # (EAGAIN) and then wait: a wasted system call and exception per token. Wait
-            # first. (A socket emptied longer ago, by a stream that paused, has likely
-            # filled again: there, waiting first would cost a trip through the hub.)
-            self._wait_readable()
-        data = sock.recv(READ_SIZE)
-        self._drained, self._read_at = len(data) < READ_SIZE, time.monotonic()
+        # `_drained` only where there is a wait to make first.
+        self._drained, self._read_at = self._waits and len(data) < READ_SIZE, _clock()
         return data
 
     def _more(self) -> bytes:

@@ -51,17 +51,20 @@ class ChatStream:
     def _reads(self, raw: bool) -> Iterator:
         # One generator for both outputs: this loop runs once per upstream read.
         guard, parser, idle, reads, pacer = self._guard, self.parser, self._idle_timeout, self._reads_from, self._pacer
-        interval = pacer is not None and pacer.interval
+        interval, due = (pacer.interval, 0.0) if pacer is not None else (0.0, float("inf"))  # when to pace
+        awaiting, clock = guard.awaiting, time.monotonic
         stream_deadline, max_bytes, received = self._stream_deadline, self._max_bytes, 0
         until = None  # until the first read, the guard holds the first-token deadline
         try:
             while True:
-                now = pacer.before_read() if pacer is not None else time.monotonic()
+                now = clock()
+                if now >= due:
+                    now, due = pacer.pace(now)
                 if until is not None:
                     if now >= stream_deadline:  # an upstream that never pauses is never silent
                         raise UpstreamSilent()
                     until = min(now + idle, stream_deadline)
-                with guard.awaiting(until):  # raises ClientGone if the client has left
+                with awaiting(until):  # raises ClientGone if the client has left
                     try:
                         data = next(reads)
                     except StopIteration:
@@ -72,7 +75,7 @@ class ChatStream:
                     until = min(time.monotonic() + idle, stream_deadline)
                     guard.tighten(until)
                 if interval:
-                    pacer.read_at = time.monotonic()
+                    pacer.read_at = clock()
                 received += len(data)
                 if received > max_bytes:
                     raise too_large(max_bytes)
