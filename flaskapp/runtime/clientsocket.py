@@ -15,7 +15,7 @@ gunicorn's write, which ends the relay and its upstream call, and closes the
 connection here without a traceback. Waiting for the next request on a kept-alive
 connection stays bounded by gunicorn's `keepalive`.
 
-Written against gunicorn 27.0 and gevent 26.9: `GeventWorker.handle` makes each
+Written for the versions in `runtime.WRITTEN_FOR`: `GeventWorker.handle` makes each
 connection blocking (dropping any timeout) before serving it, and the keep-alive loop
 waits for each request's head inside `worker.timeout_ctx()`. TLS connections keep
 gevent's own socket and get no timeout (TLS ends at nginx in deploy/).

@@ -1,8 +1,12 @@
 """The embedded default: with no upstream configured, serve from the built-in emulator.
 
 Called by gunicorn's master (gunicorn.conf.py) before it forks workers, so every
-worker inherits the same `OPENAI_BASE_URL` and one emulator serves them all. Only the
-standard library is imported here: the emulator runs in a process of its own.
+worker inherits the same `OPENAI_BASE_URL` and one emulator serves them all. Workers are
+configured through `os.environ` on purpose: gunicorn gives the master's hooks no other
+channel to the app the workers load, and the workers' `openai` client reads
+OPENAI_BASE_URL and OPENAI_API_KEY from the environment, as it does when they are set
+by hand. Only the standard library is imported here: the emulator runs in a process of
+its own.
 """
 from __future__ import annotations
 
