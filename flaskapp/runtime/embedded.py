@@ -17,6 +17,8 @@ import sys
 
 # The emulator accepts any key; the openai client insists on having one.
 EMULATOR_API_KEY = "sk-emulator"
+# Where `python -m flaskapp.emulator` finds the package: the directory holding flaskapp/.
+_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def wanted(environ: dict | os._Environ = os.environ) -> bool:
@@ -29,7 +31,7 @@ def start() -> tuple[subprocess.Popen, str]:
     base_url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
     process = subprocess.Popen(
         [sys.executable, "-m", "flaskapp.emulator", "--fd", str(listener.fileno()), "--exit-with-parent"],
-        pass_fds=[listener.fileno()], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        pass_fds=[listener.fileno()], cwd=_PROJECT_ROOT)
     listener.close()
     os.environ["OPENAI_BASE_URL"] = base_url
     os.environ["OPENAI_API_KEY"] = EMULATOR_API_KEY
