@@ -40,7 +40,7 @@ from ..runtime.guard import Guard, UpstreamSilent
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # eleven settings: by name only
 class UpstreamSettings:
     connect_timeout: float = 5.0
     first_token_timeout: float = 60.0
