@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from servers import SECRET_KEY, Process, sse_events
+from servers import SECRET_KEY, Process, request, sse_events
 
 
 # -- what a client sees --------------------------------------------------------------------
@@ -214,6 +214,23 @@ def log_size(server: Process) -> int:
 def log_records(server: Process, since: int = 0) -> list[dict]:
     text = server.log_path.read_bytes()[since:].decode(errors="replace")
     return [json.loads(line.split("] ", 3)[-1]) for line in text.splitlines() if '"event":"request"' in line]
+
+
+def metrics(server: Process) -> dict[tuple[str, frozenset], float]:
+    """The server's /metrics samples: {(name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, _, body = request("GET", f"{server.url}/metrics")
+    assert status == 200
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(body.decode()) for sample in family.samples}
+
+
+def counted(before: dict, after: dict, name: str, **labels: str) -> float:
+    """How much the samples of `name` carrying `labels` grew between two scrapes."""
+    wanted = set(labels.items())
+    return sum(value - before.get(key, 0.0) for key, value in after.items()
+               if key[0] == name and wanted <= key[1])
 
 
 def worker_pid(master: int) -> int:

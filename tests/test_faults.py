@@ -2,9 +2,8 @@
 
 Real gunicorn (one gevent worker) in front of the emulator, whose fault injection plays
 the broken upstream. One table, `FAULTS`, says what the client gets for each fault on
-each endpoint; the tests check it, and docs/faults.md is rendered from it:
-
-    python tests/test_faults.py        # rewrite docs/faults.md and the README's matrix from the tables below
+each endpoint (tests/fault_matrix.py); the tests check every row, and
+`python tests/render_docs.py` writes docs/faults.md and the README's matrix from it.
 
 For every case the tests also check the request log's outcome, that no secret reaches
 the client or the log, that the upstream connection is closed (the emulator's
@@ -18,153 +17,22 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from servers import (ROOT, SECRET_KEY, Emulator, Process, raw_request, request, sse_events,
+from fault_matrix import (DEPARTURES, ENDPOINTS, FAULTS, Aborted, Answered, Endpoint, ErrorChunk,
+                          ErrorEvent, Expect, Fault, Rejected)
+# counted, log_records and metrics are also test_backpressure.py's, which imports them from here.
+from http_checks import counted, log_records, log_size, metrics
+from servers import (SECRET_KEY, Emulator, Process, raw_request, request, sse_events,
                      start_emulator, start_gunicorn, stream, upstream_env)
-
-DOC = ROOT / "docs" / "faults.md"
 
 # The module's servers: a first-token timeout of 1 s, an idle timeout of 0.5 s and a
 # whole-call timeout of 1 s keep every timeout case to a couple of seconds.
 SETTINGS = {"max_retries": 0, "first_token_timeout": 1, "idle_timeout": 0.5, "request_timeout": 1}
-
-
-# -- what a client sees ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Rejected:
-    """An HTTP error status with the JSON error body, before any answer byte."""
-    status: int
-    type: str
-    retry_after: str | None = None
-
-    def describe(self) -> str:
-        retry = f" with `Retry-After: {self.retry_after}`" if self.retry_after else ""
-        return f"{self.status} `{self.type}`{retry}"
-
-
-@dataclass(frozen=True)
-class Answered:
-    """200 and the whole answer: the fault does not reach this endpoint."""
-
-    def describe(self) -> str:
-        return "200, whole answer"
-
-
-@dataclass(frozen=True)
-class Aborted:
-    """Plain text: 200, some text, then the connection closes without the final chunk."""
-    type: str
-
-    def describe(self) -> str:
-        return f"200, then the transfer is cut (no final chunk; curl exits 18); log `{self.type}`"
-
-
-@dataclass(frozen=True)
-class ErrorEvent:
-    """Our SSE: 200, some `data:` events, then `event: error` with the JSON error."""
-    type: str
-
-    def describe(self) -> str:
-        return f"200, then `event: error` `{self.type}`"
-
-
-@dataclass(frozen=True)
-class ErrorChunk:
-    """OpenAI's SSE: 200, chunks, then a `data: {"error": ...}` event and no `[DONE]`."""
-    type: str
-
-    def describe(self) -> str:
-        return f"200, then `data: {{\"error\"}}` `{self.type}`, no `[DONE]`"
-
-
-Expect = Rejected | Answered | Aborted | ErrorEvent | ErrorChunk
-
-
-# -- the endpoints -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str  # column heading
-    method: str
-    path: str
-    body: dict | None = None
-
-
-def _openai_body(stream: bool) -> dict:
-    return {"model": "gpt-4", "messages": [{"role": "user", "content": "fault"}], "max_tokens": 20,
-            "stream": stream}
-
-
-ENDPOINTS = {
-    "blocking": Endpoint("`GET /`", "GET", "/?prompt=fault&max_tokens=20"),
-    "text": Endpoint("`GET /stream` (text)", "GET", "/stream?prompt=fault&max_tokens=20"),
-    "sse": Endpoint("`GET /stream` (SSE)", "GET", "/stream?prompt=fault&max_tokens=20&format=sse"),
-    "openai": Endpoint("`POST /v1/chat/completions`", "POST", "/v1/chat/completions", _openai_body(False)),
-    "openai_stream": Endpoint("`POST /v1/chat/completions` stream", "POST", "/v1/chat/completions",
-                              _openai_body(True)),
-}
-
-
-# -- the faults ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Fault:
-    name: str
-    emulator: dict | None  # the emulator fault to arm; None: another upstream (see `upstream`)
-    expect: dict[str, Expect]
-    upstream: str = "emulator"  # "emulator", "refused" (a closed port) or "scripted"
-    script: dict[str, str] = field(default_factory=dict)  # endpoint -> scripted upstream mode
-    note: str = ""
-    bugs: dict[str, str] = field(default_factory=dict)  # endpoint -> what happens instead, for now
-
-
-def _same(expect: Expect) -> dict[str, Expect]:
-    return {name: expect for name in ENDPOINTS}
-
-
-def _mid_stream(kind: str, blocking: Expect) -> dict[str, Expect]:
-    """A failure after the first byte: each streaming endpoint's in-stream error."""
-    return {"blocking": blocking, "text": Aborted(kind), "sse": ErrorEvent(kind),
-            "openai": blocking, "openai_stream": ErrorChunk(kind)}
-
-
-UPSTREAM_ERROR = Rejected(502, "upstream_error")
-UNAVAILABLE = Rejected(503, "upstream_unavailable")
-TIMEOUT = Rejected(504, "upstream_timeout")
-
-FAULTS = [
-    Fault("upstream 400", {"status": 400}, _same(UPSTREAM_ERROR)),
-    Fault("upstream 401", {"status": 401}, _same(UPSTREAM_ERROR),
-          note="the upstream's message (which quotes the key) is never passed on"),
-    Fault("upstream 403", {"status": 403}, _same(UPSTREAM_ERROR)),
-    Fault("upstream 404", {"status": 404}, _same(UPSTREAM_ERROR)),
-    Fault("upstream 429 with Retry-After", {"status": 429, "retry_after": 7},
-          _same(Rejected(429, "rate_limit_error", "7")), note="the upstream's Retry-After is passed on"),
-    Fault("upstream 429 without Retry-After", {"status": 429}, _same(Rejected(429, "rate_limit_error"))),
-    Fault("upstream 500", {"status": 500}, _same(UPSTREAM_ERROR)),
-    Fault("upstream 502", {"status": 502}, _same(UNAVAILABLE)),
-    Fault("upstream 503", {"status": 503}, _same(UNAVAILABLE)),
-    Fault("upstream refuses the connection", None, _same(UNAVAILABLE), upstream="refused"),
-    Fault("no first token (upstream silent)", {"delay": 30}, _same(TIMEOUT),
-          note="streams: FIRST_TOKEN_TIMEOUT; blocking calls: REQUEST_TIMEOUT"),
-    Fault("upstream stalls mid-stream past the idle timeout", {"stall_after": 3, "stall": 30},
-          _mid_stream("upstream_timeout", TIMEOUT),
-          note="streams: IDLE_TIMEOUT; a blocking call sees a slow answer: REQUEST_TIMEOUT"),
-    Fault("upstream cuts the answer mid-way", {"cut_after": 5},
-          _mid_stream("upstream_unavailable", UNAVAILABLE),
-          script={"blocking": "cut", "openai": "cut"},
-          note="blocking: a JSON body shorter than its Content-Length"),
-    Fault("upstream sends malformed SSE / JSON", {"malformed_after": 5},
-          _mid_stream("upstream_error", UPSTREAM_ERROR),
-          script={"blocking": "malformed", "openai": "malformed"},
-          note="blocking: a 200 whose body is not JSON"),
-]
 
 
 def _outcome(expect: Expect) -> tuple[str, str | None]:
@@ -290,15 +158,6 @@ def fetch(url: str, endpoint: Endpoint, timeout: float = 15.0) -> Reply:
     return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, b"".join(chunks), complete)
 
 
-def log_size(server: Process) -> int:
-    return server.log_path.stat().st_size
-
-
-def log_records(server: Process, since: int = 0) -> list[dict]:
-    text = server.log_path.read_bytes()[since:].decode(errors="replace")
-    return [json.loads(line.split("] ", 3)[-1]) for line in text.splitlines() if '"event":"request"' in line]
-
-
 def wait_for_record(server: Process, since: int, timeout: float = 3.0) -> dict:
     """The request log line written since offset `since` (one request at a time here)."""
     deadline = time.monotonic() + timeout
@@ -337,23 +196,6 @@ def check_reply(reply: Reply, expect: Expect) -> None:
         events = [e for e in reply.body.split(b"\n\n") if e]
         assert b"[DONE]" not in events[-1] and b'"choices"' in events[0]
         assert json.loads(events[-1].removeprefix(b"data: "))["error"]["type"] == expect.type
-
-
-def metrics(server: Process) -> dict[tuple[str, frozenset], float]:
-    """The server's /metrics samples: {(name, labels): value}."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    status, _, body = request("GET", f"{server.url}/metrics")
-    assert status == 200
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(body.decode()) for sample in family.samples}
-
-
-def counted(before: dict, after: dict, name: str, **labels: str) -> float:
-    """How much the samples of `name` carrying `labels` grew between two scrapes."""
-    wanted = set(labels.items())
-    return sum(value - before.get(key, 0.0) for key, value in after.items()
-               if key[0] == name and wanted <= key[1])
 
 
 # -- the matrix ----------------------------------------------------------------------------------
@@ -402,20 +244,6 @@ def request_fixture(request):
 
 # -- the client misbehaving ----------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Departure:
-    name: str
-    fault: dict  # the emulator fault that keeps the upstream busy
-    endpoints: tuple[str, ...]
-    wait_for_headers: bool  # the response has started before the client leaves
-
-
-DEPARTURES = [
-    Departure("client leaves before the first byte", {"delay": 30}, tuple(ENDPOINTS), False),
-    Departure("client leaves mid-stream", {}, ("text", "sse", "openai_stream"), True),
-    Departure("client leaves while the upstream stalls", {"stall_after": 3, "stall": 30},
-              ("text", "sse", "openai_stream"), True),
-]
 # Long enough to be mid-stream whenever the client leaves (200 tokens/s).
 LONG = {"blocking": "/?prompt=long&max_tokens=2000", "text": "/stream?prompt=long&max_tokens=2000",
         "sse": "/stream?prompt=long&max_tokens=2000&format=sse"}
@@ -534,111 +362,3 @@ def test_the_worker_survived_every_fault_and_logged_no_secret(server):
     log = server.log()
     assert log.count("Booting worker") == 1  # never restarted
     assert_no_secret(log)
-
-
-# -- docs/faults.md ------------------------------------------------------------------------------
-
-def upstream_table() -> list[str]:
-    """The matrix itself: upstream fault -> what each endpoint's client sees."""
-    names = list(ENDPOINTS)
-    lines = [
-        "| fault | " + " | ".join(ENDPOINTS[n].name for n in names) + " | note |",
-        "|---" * (len(names) + 2) + "|",
-    ]
-    for fault in FAULTS:
-        cells = [fault.expect[n].describe() + (f" (**bug, for now:** {fault.bugs[n]})" if n in fault.bugs else "")
-                 for n in names]
-        lines.append(f"| {fault.name} | " + " | ".join(cells) + f" | {fault.note} |")
-    return lines
-
-
-README = ROOT / "README.md"
-README_START = "<!-- fault matrix: generated by `python tests/test_faults.py` -->"
-README_END = "<!-- end of fault matrix -->"
-
-
-def render_readme(readme: str) -> str:
-    """The README with the matrix between its markers brought up to date."""
-    before, _, rest = readme.partition(README_START)
-    _, _, after = rest.partition(README_END)
-    return "\n".join([before + README_START, *upstream_table(), README_END]) + after
-
-
-def render_doc() -> str:
-    lines = [
-        "# Faults: what a client sees",
-        "",
-        "Generated from `tests/test_faults.py` (the same tables its tests check). "
-        "Regenerate with `python tests/test_faults.py`; `pytest` fails while this file is stale.",
-        "",
-        "Every case is run end to end through gunicorn (gevent) and the emulator's fault "
-        "injection. In each, the request log says `outcome: upstream_error` with the error type "
-        "shown (or `completed` for a whole answer), `/metrics` counts it (`flaskapp_requests_total` by outcome, `flaskapp_upstream_errors_total` by kind, `flaskapp_client_disconnects_total`), no secret reaches the client or the log, the "
-        "upstream connection is closed, and the worker serves the next request. Error bodies are "
-        '`{"error": {"type", "message", "param", "code"}}`.',
-        "",
-        "## Upstream faults",
-        "",
-        *upstream_table(),
-    ]
-    lines += [
-        "",
-        "Timeouts: `FLASKAPP_FIRST_TOKEN_TIMEOUT` (streams, to the first token), "
-        "`FLASKAPP_IDLE_TIMEOUT` (streams, between chunks), `FLASKAPP_REQUEST_TIMEOUT` "
-        "(blocking calls, whole answer). A stream's status is sent with its first token, "
-        "so a failure before it gets a real status and a failure after it an in-stream error.",
-        "",
-        "## The client misbehaving",
-        "",
-        "| fault | endpoints | what happens |",
-        "|---|---|---|",
-    ]
-    for departure in DEPARTURES:
-        status = "200 (headers sent)" if departure.wait_for_headers else "499"
-        where = ", ".join(ENDPOINTS[n].name for n in departure.endpoints)
-        lines.append(f"| {departure.name} | {where} | the upstream call is closed within 1 s; "
-                     f"log `client_disconnected`, status {status} |")
-    lines += [
-        "| client reads one byte a second | `GET /stream` | the worker holds only socket buffers; "
-        "the upstream is held back by TCP flow control; other streams are not slowed |",
-        "| more than `FLASKAPP_MAX_INFLIGHT` upstream calls on one worker | all prompt endpoints | "
-        "503 `server_overloaded` with `Retry-After: 1`, at once; log `rejected` |",
-        "",
-    ]
-    from hostile import SETTINGS as HOSTILE, hostile_table  # a library module, not a test module
-
-    bounds = ", ".join(f"`FLASKAPP_{name.upper()}={value}`" for name, value in HOSTILE.items()
-                       if name != "max_retries")
-    lines += [
-        "## Hostile upstreams and clients",
-        "",
-        "Generated from `tests/hostile.py`; each row is run end to end by `tests/test_hostile.py` "
-        "through gunicorn (one gevent worker), against an upstream that misbehaves on purpose "
-        "(`tests/hostile_upstream.py`) and whose error messages quote the key. In every case no "
-        "byte of the key (nor its last 10 characters) reaches the client or the log, `/healthz` "
-        "(asked every 50 ms throughout) keeps answering within 1 s, and the upstream call ends "
-        "(for a client turned away, none is made). The tests set small bounds so that each case "
-        f"takes a couple of seconds ({bounds}); the defaults are in the README's settings table.",
-        "",
-        *hostile_table(),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def test_docs_faults_md_is_up_to_date():
-    assert DOC.exists() and DOC.read_text() == render_doc(), \
-        "docs/faults.md is stale: run `python tests/test_faults.py`"
-
-
-def test_the_readme_matrix_is_up_to_date():
-    readme = README.read_text()
-    assert README_START in readme and README_END in readme
-    assert readme == render_readme(readme), "the README's fault matrix is stale: run `python tests/test_faults.py`"
-
-
-if __name__ == "__main__":
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(render_doc())
-    README.write_text(render_readme(README.read_text()))
-    print(f"wrote {DOC.relative_to(ROOT)} and the matrix in {README.relative_to(ROOT)}")
