@@ -14,7 +14,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from servers import ROOT, Emulator, raw_request, request, start_emulator
+from servers import ROOT, Emulator, raw_request, request
 
 TOKENS = 20  # the emulator's natural answer length in these tests
 MESSAGES = [{"role": "user", "content": "Why stream?"}]
@@ -30,11 +30,7 @@ SEARCH = {"type": "function", "function": {"name": "search", "parameters": {
     "type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory) -> Emulator:
-    emulator = start_emulator(tmp_path_factory.mktemp("emulator"), 0.05, 2000.0, TOKENS)
-    yield emulator
-    emulator.stop()
+EMULATOR = {"ttft": 0.05, "tokens_per_second": 2000.0, "tokens": TOKENS}  # conftest's `emulator`
 
 
 @pytest.fixture(scope="module")

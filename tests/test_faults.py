@@ -30,9 +30,13 @@ from http_checks import counted, log_records, log_size, metrics
 from servers import (SECRET_KEY, Emulator, Process, raw_request, request, sse_events,
                      start_emulator, start_gunicorn, stream, upstream_env)
 
-# The module's servers: a first-token timeout of 1 s, an idle timeout of 0.5 s and a
-# whole-call timeout of 1 s keep every timeout case to a couple of seconds.
-SETTINGS = {"max_retries": 0, "first_token_timeout": 1, "idle_timeout": 0.5, "request_timeout": 1}
+# The module's servers (conftest's `server`, and the ones below): a first-token timeout of
+# 1 s, an idle timeout of 0.5 s and a whole-call timeout of 1 s keep every timeout case to
+# a couple of seconds.
+SERVER_SETTINGS = {"max_retries": 0, "first_token_timeout": 1, "idle_timeout": 0.5, "request_timeout": 1}
+# conftest's `emulator`, with a long answer cap, so a stream lasts as long as a test needs
+# (max_tokens sets it).
+EMULATOR = {"ttft": 0.2, "tokens_per_second": 200.0, "tokens": 100_000}
 
 
 def _outcome(expect: Expect) -> tuple[str, str | None]:
@@ -86,31 +90,12 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory) -> Emulator:
-    # A long answer cap, so a stream lasts as long as a test needs (max_tokens sets it).
-    emulator = start_emulator(tmp_path_factory.mktemp("emulator"), 0.2, 200.0, 100_000)
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, emulator: Emulator) -> Process:
-    server = start_gunicorn(tmp_path_factory.mktemp("gunicorn"), upstream_env(emulator, **SETTINGS))
-    yield server
-    server.stop(signal.SIGINT)  # quick: nothing of ours is in flight
-
-
-@pytest.fixture(scope="module")
-def refused_server(tmp_path_factory) -> Process:
+def refused_server(start_server) -> Process:
     """gunicorn whose upstream is a port nobody listens on."""
     closed = socket.create_server(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()
-    env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "OPENAI_API_KEY": SECRET_KEY}
-    env.update({f"FLASKAPP_{k.upper()}": str(v) for k, v in SETTINGS.items()})
-    server = start_gunicorn(tmp_path_factory.mktemp("refused"), env)
-    yield server
-    server.stop(signal.SIGINT)  # quick: nothing of ours is in flight
+    return start_server(_upstream_at(f"http://127.0.0.1:{port}/v1"), name="refused")
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +106,14 @@ def scripted() -> ScriptedUpstream:
 
 
 @pytest.fixture(scope="module")
-def scripted_server(tmp_path_factory, scripted: ScriptedUpstream) -> Process:
-    env = {"OPENAI_BASE_URL": scripted.base_url, "OPENAI_API_KEY": SECRET_KEY}
-    env.update({f"FLASKAPP_{k.upper()}": str(v) for k, v in SETTINGS.items()})
-    server = start_gunicorn(tmp_path_factory.mktemp("scripted"), env)
-    yield server
-    server.stop(signal.SIGINT)  # quick: nothing of ours is in flight
+def scripted_server(start_server, scripted: ScriptedUpstream) -> Process:
+    return start_server(_upstream_at(scripted.base_url), name="scripted")
+
+
+def _upstream_at(base_url: str) -> dict[str, str]:
+    env = {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": SECRET_KEY}
+    env.update({f"FLASKAPP_{k.upper()}": str(v) for k, v in SERVER_SETTINGS.items()})
+    return env
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -296,7 +283,7 @@ def test_a_slow_reader_holds_a_bounded_buffer_and_slows_no_other_stream(tmp_path
     # worker, it would send the whole answer in seconds and our worker would hold it.
     total = 3_000_000
     fast = start_emulator(tmp_path, 0.05, 100_000.0, total)
-    server = start_gunicorn(tmp_path, upstream_env(fast, **SETTINGS))
+    server = start_gunicorn(tmp_path, upstream_env(fast, **SERVER_SETTINGS))
     slow = socket.socket()
     done = threading.Event()
     received = []

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import signal
 import socket
 import time
 from urllib.parse import quote, urlencode
@@ -18,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from servers import SECRET_KEY, Emulator, Process, request, start_emulator, start_gunicorn, upstream_env
+from servers import SECRET_KEY, Process, request
 
 GATEWAY_KEY = "gw-fuzz-key-9f8e7d6c5b4a"  # callers' key: as secret as the upstream's
 FUZZ = settings(max_examples=150, deadline=None, database=None,
@@ -31,19 +30,9 @@ FIELDS = ["prompt", "system", "max_tokens", "temperature", "model", "format", "s
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory) -> Emulator:
-    emulator = start_emulator(tmp_path_factory.mktemp("emulator"), 0.0, 1_000_000.0, 5)
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, emulator: Emulator) -> Process:
-    server = start_gunicorn(tmp_path_factory.mktemp("gunicorn"), upstream_env(
-        emulator, max_retries=0, api_keys=GATEWAY_KEY, first_token_timeout=2, request_timeout=2))
-    yield server
-    server.stop(signal.SIGINT)
+# conftest's `emulator` and `server`: instant five-token answers, gateway keys on.
+EMULATOR = {"ttft": 0.0, "tokens_per_second": 1_000_000.0, "tokens": 5}
+SERVER_SETTINGS = {"max_retries": 0, "api_keys": GATEWAY_KEY, "first_token_timeout": 2, "request_timeout": 2}
 
 
 # -- strategies ------------------------------------------------------------------------------------

@@ -9,16 +9,11 @@ import pytest
 
 from flaskapp.loadtest.client import Target
 from flaskapp.loadtest.runner import run, run_kind, run_rate
-from servers import start_emulator
 
 TTFT, TOKENS_PER_SECOND, TOKENS = 0.05, 400.0, 20
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-    emulator = start_emulator(tmp_path_factory.mktemp("emulator"), TTFT, TOKENS_PER_SECOND, TOKENS)
-    yield emulator
-    emulator.stop()
+EMULATOR = {"ttft": TTFT, "tokens_per_second": TOKENS_PER_SECOND, "tokens": TOKENS}  # conftest's `emulator`
 
 
 def load(url: str, kind: str, concurrency: int = 1, requests: int | None = None, **options):

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import (ROOT, Emulator, Process, raw_request, request, sse_events, start_emulator,
-                     start_gunicorn, stream, upstream_env)
+from servers import ROOT, Emulator, Process, raw_request, request, sse_events, stream
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(not os.path.exists(NGINX),
@@ -59,27 +58,18 @@ http {{
     return config
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory) -> Emulator:
-    emulator = start_emulator(tmp_path_factory.mktemp("emulator"), TTFT, 100.0, 10_000)
-    yield emulator
-    emulator.stop()
+# conftest's `emulator` and `server` (the gunicorn behind nginx).
+EMULATOR = {"ttft": TTFT, "tokens_per_second": 100.0, "tokens": 10_000}
+SERVER_SETTINGS = {"max_retries": 0}
 
 
 @pytest.fixture(scope="module")
-def gunicorn(tmp_path_factory, emulator: Emulator) -> Process:
-    server = start_gunicorn(tmp_path_factory.mktemp("gunicorn"), upstream_env(emulator, max_retries=0))
-    yield server
-    server.stop(signal.SIGINT)
-
-
-@pytest.fixture(scope="module")
-def nginx(tmp_path_factory, gunicorn: Process) -> str:
+def nginx(tmp_path_factory, server: Process) -> str:
     tmp_path = tmp_path_factory.mktemp("nginx")
     probe = socket.create_server(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()  # nginx binds it itself; a tiny window in which another process could take it
-    config = render_config(tmp_path, port, gunicorn.port)
+    config = render_config(tmp_path, port, server.port)
     process = subprocess.Popen([NGINX, "-c", str(config), "-p", str(tmp_path), "-e", str(tmp_path / "error.log")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -111,8 +101,8 @@ def clean(emulator: Emulator) -> None:
 
 @pytest.mark.parametrize("path", ["/stream?prompt=through&max_tokens=50",
                                   "/stream?prompt=through&max_tokens=50&format=sse"])
-def test_time_to_first_byte_through_nginx_stays_near_the_first_token(nginx, gunicorn, path):
-    direct = stream(f"{gunicorn.url}{path}")
+def test_time_to_first_byte_through_nginx_stays_near_the_first_token(nginx, server, path):
+    direct = stream(f"{server.url}{path}")
     proxied = stream(f"{nginx}{path}")
     assert proxied.status == 200 and proxied.complete
     assert _answer(proxied.body) == _answer(direct.body)

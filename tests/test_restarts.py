@@ -11,18 +11,12 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
-from servers import Emulator, request, start_emulator, start_gunicorn, stream, upstream_env
+from servers import Emulator, request, start_gunicorn, stream, upstream_env
 
 TOKENS_PER_SECOND = 50.0
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory) -> Emulator:
-    emulator = start_emulator(tmp_path_factory.mktemp("emulator"), 0.1, TOKENS_PER_SECOND, 10_000)
-    yield emulator
-    emulator.stop()
+EMULATOR = {"ttft": 0.1, "tokens_per_second": TOKENS_PER_SECOND, "tokens": 10_000}  # conftest's `emulator`
 
 
 def _stream(url: str, tokens: int, i: int):
