@@ -13,16 +13,12 @@ import time
 
 import pytest
 
-from servers import SECRET_KEY, start_emulator, start_gunicorn, upstream_env
+from servers import SECRET_KEY
 
 
-@pytest.fixture(scope="module")
-def instant(tmp_path_factory):
-    emulator = start_emulator(tmp_path_factory.mktemp("emulator"), 0.0, 100_000.0, 1)
-    server = start_gunicorn(tmp_path_factory.mktemp("gunicorn"), upstream_env(emulator, max_retries=0))
-    yield server
-    server.stop()
-    emulator.stop()
+# conftest's `emulator` and `server`: one-token answers at once, so any wait is the server's.
+EMULATOR = {"ttft": 0.0, "tokens_per_second": 100_000.0, "tokens": 1}
+SERVER_SETTINGS = {"max_retries": 0}
 
 
 @pytest.mark.parametrize("method, path, body", [
@@ -30,8 +26,8 @@ def instant(tmp_path_factory):
     ("GET", "/stream?prompt=hi", None),
     ("POST", "/v1/chat/completions", b'{"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}], "stream": true}'),
 ])
-def test_answers_on_a_kept_alive_connection_wait_for_no_timer(instant, method, path, body):
-    conn = http.client.HTTPConnection("127.0.0.1", instant.port, timeout=10)
+def test_answers_on_a_kept_alive_connection_wait_for_no_timer(server, method, path, body):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     headers = {"Authorization": f"Bearer {SECRET_KEY}", "Content-Type": "application/json"}
     took = []
     try:

@@ -4,55 +4,44 @@ from __future__ import annotations
 import time
 
 import openai
-import pytest
 
-from servers import SECRET_KEY, raw_request, request, sse_events, start_emulator, start_gunicorn, stream, upstream_env
+from servers import SECRET_KEY, raw_request, request, sse_events, stream
 
 INTERVAL = 0.5
 TOKENS, TOKENS_PER_SECOND = 40, 20.0  # two seconds of tokens, one every 50 ms
 
 
-@pytest.fixture(scope="module")
-def slow_emulator(tmp_path_factory):
-    emulator = start_emulator(tmp_path_factory.mktemp("emulator"), 0.05, TOKENS_PER_SECOND, TOKENS)
-    yield emulator
-    emulator.stop()
+# conftest's `emulator` and `server`: answers slow enough for several tokens an interval.
+EMULATOR = {"ttft": 0.05, "tokens_per_second": TOKENS_PER_SECOND, "tokens": TOKENS}
+SERVER_SETTINGS = {"max_retries": 0, "stream_interval": INTERVAL, "idle_timeout": 5}
 
 
-@pytest.fixture(scope="module")
-def batching_server(tmp_path_factory, slow_emulator):
-    server = start_gunicorn(tmp_path_factory.mktemp("gunicorn"), upstream_env(
-        slow_emulator, max_retries=0, stream_interval=INTERVAL, idle_timeout=5))
-    yield server
-    server.stop()
-
-
-def test_tokens_arriving_within_an_interval_go_out_in_one_write(batching_server):
-    _, _, blocking = request("GET", f"{batching_server.url}/?prompt=batch")
-    streamed = stream(f"{batching_server.url}/stream?prompt=batch")
+def test_tokens_arriving_within_an_interval_go_out_in_one_write(server):
+    _, _, blocking = request("GET", f"{server.url}/?prompt=batch")
+    streamed = stream(f"{server.url}/stream?prompt=batch")
     assert streamed.status == 200 and streamed.complete and streamed.body == blocking
     assert streamed.first_byte < 0.4  # the first text is never held back
     seconds = TOKENS / TOKENS_PER_SECOND
     assert 2 <= len(streamed.chunks) <= seconds / INTERVAL + 3  # not one write per token (40)
 
 
-def test_sse_events_and_the_openai_stream_are_whole(batching_server):
-    _, _, blocking = request("GET", f"{batching_server.url}/?prompt=events")
-    events = sse_events(stream(f"{batching_server.url}/stream?prompt=events&format=sse").body)
+def test_sse_events_and_the_openai_stream_are_whole(server):
+    _, _, blocking = request("GET", f"{server.url}/?prompt=events")
+    events = sse_events(stream(f"{server.url}/stream?prompt=events&format=sse").body)
     assert "".join(data["text"] for name, data in events if name == "message") == blocking.decode()
     assert events[-1][0] == "done"
-    client = openai.OpenAI(base_url=f"{batching_server.url}/v1", api_key=SECRET_KEY, max_retries=0)
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=SECRET_KEY, max_retries=0)
     ask = {"model": "gpt-4", "messages": [{"role": "user", "content": "events"}]}
     whole = client.chat.completions.create(**ask).choices[0].message.content
     chunks = client.chat.completions.create(**ask, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole
 
 
-def test_a_client_leaving_during_a_pause_ends_the_upstream_at_once(batching_server, slow_emulator):
-    slow_emulator.reset()
-    sock = raw_request(batching_server.port, "/stream?prompt=leaving")
+def test_a_client_leaving_during_a_pause_ends_the_upstream_at_once(server, emulator):
+    emulator.reset()
+    sock = raw_request(server.port, "/stream?prompt=leaving")
     assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # the first text: the stream now pauses
-    stats, took = slow_emulator.after_hang_up(sock, lambda s: s["in_flight"] == 0)
+    stats, took = emulator.after_hang_up(sock, lambda s: s["in_flight"] == 0)
     assert stats["streams_aborted"] == 1 and took < INTERVAL / 2  # not at the pause's end
     time.sleep(0.1)
-    assert request("GET", f"{batching_server.url}/healthz")[0] == 200
+    assert request("GET", f"{server.url}/healthz")[0] == 200
