@@ -5,7 +5,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flask import Flask
+    from flask import Flask, Response
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> "Flask":
@@ -16,7 +16,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> "Flask":
     from flask import Flask
 
     from . import cli, config
-    from .ops import auth, cors, health, limits, metrics, requestlog
+    from .ops import health, metrics, policy
     from .web import demo, handlers, prompt, v1
     from .upstream.client import Upstream, UpstreamSettings
 
@@ -27,19 +27,49 @@ def create_app(test_config: dict[str, Any] | None = None) -> "Flask":
     app.extensions["upstream"] = Upstream(UpstreamSettings.from_config(app.config), **upstream_options)
 
     handlers.init_app(app)
-    # Request hooks run in this order: request id and record, gateway key, rate limit.
-    requestlog.init_app(app)
-    auth.init_app(app)
-    limits.init_app(app)
-    cors.init_app(app)
     metrics.init_app(app)
     health.init_app(app)
     app.register_blueprint(prompt.bp)
     app.register_blueprint(v1.bp)
     app.register_blueprint(demo.bp)
+    # The demo's views are declared here, beside their blueprint's registration.
+    policy.declare(demo.demo, policy.Policy(key=False))  # the page holds no secret; its calls are guarded
+    policy.declare(demo.run, policy.GUARDED)  # 2N model calls
+    _install_steps(app, policy.compile_table(app))
     cli.init_app(app)
     _share_gunicorn_logging()
     return app
+
+
+def _install_steps(app: "Flask", policies: dict) -> None:
+    """Every request hook, in the order it must run: one list before the view, one after it.
+
+    The record first (a request refused by any later step is logged), then the gateway
+    key, then the rate limit (per key, so after it: Flask-Limiter adds its own
+    `before_request`, registered last). A step with nothing to do (no keys, no limit, no
+    CORS origins) is not installed at all.
+    """
+    from .ops import auth, cors, limits, metrics, requestlog
+
+    key_steps, key_responses = auth.steps(app, policies)
+    before = [requestlog.start(policies), *key_steps]
+    # Response steps run in list order; the request log's last: it finishes the record.
+    after = [*key_responses, metrics.count_stream, requestlog.end]
+    app.extensions["request_steps"] = (before, after)
+
+    @app.before_request
+    def before_view() -> None:
+        for step in before:
+            step()
+
+    @app.after_request
+    def after_view(response: "Response") -> "Response":
+        for step in after:
+            response = step(response)
+        return response
+
+    limits.init_app(app, policies)
+    cors.init_app(app)
 
 
 def _hide_trio_from_gevent_workers() -> None:

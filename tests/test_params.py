@@ -4,13 +4,18 @@ import json
 import pytest
 
 
+# The ranges are checked by the same function as /v1's (params.check_sampling): same words, a param.
+RANGE = {"'max_tokens' must be an integer between 1 and 16384.": "max_tokens",
+         "'temperature' must be a number between 0 and 2.": "temperature"}
+
+
 @pytest.mark.parametrize("query, message", [
     ("max_tokens=abc", "'max_tokens' must be an integer."),
-    ("max_tokens=0", "'max_tokens' must be between 1 and 16384."),
-    ("max_tokens=99999", "'max_tokens' must be between 1 and 16384."),
+    ("max_tokens=0", "'max_tokens' must be an integer between 1 and 16384."),
+    ("max_tokens=99999", "'max_tokens' must be an integer between 1 and 16384."),
     ("temperature=hot", "'temperature' must be a number."),
     ("temperature=nan", "'temperature' must be a finite number."),
-    ("temperature=-1", "'temperature' must be between 0 and 2."),
+    ("temperature=-1", "'temperature' must be a number between 0 and 2."),
     ("prompt=%20%20", "'prompt' must not be empty."),
     ("prompt=a%00b", "'prompt' must not contain NUL characters."),
     ("model=gpt-3", "Model 'gpt-3' is not allowed here. Allowed: gpt-4."),
@@ -21,7 +26,7 @@ def test_bad_query_strings(client, path, query, message):
     response = client.get(f"{path}?{query}")
     assert response.status_code == 400
     assert response.json["error"] == {"type": "invalid_request_error", "message": message,
-                                      "param": None, "code": None}
+                                      "param": RANGE.get(message), "code": None}
 
 
 @pytest.mark.parametrize("body, message", [

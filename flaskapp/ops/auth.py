@@ -1,7 +1,8 @@
 """Gateway keys: with `FLASKAPP_API_KEYS` set, callers must send `Authorization: Bearer <key>`.
 
-One `before_request` hook guards every endpoint, so routes added later are covered
-without a decorator. Open without a key, on purpose:
+One request step guards every endpoint whose policy (ops/policy.py) asks for a key;
+a view that declares none needs one, so routes added later are covered. With no keys
+configured the step is not installed at all. Open without a key, on purpose:
 
     /healthz          liveness probe: says nothing but "the process answers"
     /readyz           readiness probe: load balancers rarely send credentials, and it says
@@ -16,19 +17,21 @@ without a decorator. Open without a key, on purpose:
 
 Keys are compared as SHA-256 digests with `hmac.compare_digest`, against every key
 whether or not an earlier one matched, so neither the time taken nor its length tells
-a caller how close a guess was. The key itself is never logged or stored in `g`:
-rate limits see only `g.gateway_key_id`, a short digest that names the key.
+a caller how close a guess was. The key itself is never logged or stored: rate limits
+see only the record's `key_id`, a short digest that names the key.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 
-from flask import Flask, Response, current_app, g, request
+from typing import Callable
+
+from flask import Flask, Response, request
 
 from ..errors import ApiError
-
-OPEN_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "demo.demo", "static"})
+from .policy import GUARDED, Policy
+from .requestlog import current_record
 
 
 class AuthenticationError(ApiError):
@@ -67,14 +70,14 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip()
 
 
-def init_app(app: Flask) -> None:
-    """Call after `requestlog.init_app` (rejections are logged) and before `limits.init_app`."""
-    app.extensions["gateway_keys"] = KeyRing(app.config["API_KEYS"])
+def steps(app: Flask, policies: dict[str | None, Policy]) -> tuple[list[Callable[[], None]], list]:
+    """The request and response steps for the app's keys: none at all when there are no keys."""
+    keys = app.extensions["gateway_keys"] = KeyRing(app.config["API_KEYS"])
+    if not keys:
+        return [], []
 
-    @app.before_request
     def require_key() -> None:
-        keys: KeyRing = current_app.extensions["gateway_keys"]
-        if not keys or request.endpoint in OPEN_ENDPOINTS or request.method == "OPTIONS":
+        if not policies.get(request.endpoint, GUARDED).key or request.method == "OPTIONS":
             return
         token = bearer_token(request.headers.get("Authorization"))
         if token is None:
@@ -82,10 +85,14 @@ def init_app(app: Flask) -> None:
         key_id = keys.identify(token)
         if key_id is None:
             raise AuthenticationError("Incorrect API key provided.")
-        g.gateway_key_id = key_id
+        record = current_record()
+        if record is not None:
+            record.key_id = key_id
 
-    @app.after_request
-    def challenge(response: Response) -> Response:
-        if response.status_code == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="flaskapp"'
-        return response
+    return [require_key], [challenge]
+
+
+def challenge(response: Response) -> Response:
+    if response.status_code == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="flaskapp"'
+    return response

@@ -5,8 +5,8 @@ Past the cap a request is answered at once with 503 `server_overloaded` and a
 keep accepting up to `worker_connections`, and each caller would wait on the model
 server behind all the others). A load balancer retries the 503 on another worker.
 
-A slot is taken when a prompt view starts (`admit()`, from `views._start`) and given
-back when the request's record is finished (`requestlog.request_finished`): for a
+A slot is taken when a view admits its request (`admit()`, from `web/admission.py`) and
+held by the request's record, which gives it back once, when it is finished: for a
 stream that is when the stream ends, not when the view returns. 0 means no cap.
 
 For metrics: `limiter_for(app)` (or `app.extensions["backpressure"]`) is an `Inflight`
@@ -17,7 +17,7 @@ from __future__ import annotations
 from flask import Flask, current_app
 
 from ..errors import ApiError
-from .requestlog import RequestRecord, request_finished
+from .requestlog import RequestRecord
 
 RETRY_AFTER = "1"  # seconds: a slot frees as soon as any stream on this worker ends
 
@@ -28,6 +28,20 @@ class Overloaded(ApiError):
     status, type = 503, "server_overloaded"
 
 
+class Slot:
+    """One admitted request's place under the cap; given back once, however often released."""
+
+    __slots__ = ("_inflight",)
+
+    def __init__(self, inflight: "Inflight") -> None:
+        self._inflight: Inflight | None = inflight
+
+    def release(self) -> None:
+        if self._inflight is not None:
+            self._inflight.in_flight -= 1
+            self._inflight = None
+
+
 class Inflight:
     """The count of admitted requests on this worker. Single-threaded under gevent: no lock."""
 
@@ -35,20 +49,13 @@ class Inflight:
         self.limit = limit  # 0: unlimited
         self.in_flight = 0
         self.rejected = 0  # requests turned away since start
-        self._holders: set[int] = set()  # id() of records holding a slot
 
-    def admit(self, record: RequestRecord) -> None:
+    def take(self) -> Slot:
         if self.limit and self.in_flight >= self.limit:
             self.rejected += 1
             raise Overloaded("This server is at capacity; retry shortly.", retry_after=RETRY_AFTER)
         self.in_flight += 1
-        self._holders.add(id(record))
-
-    def release(self, record: RequestRecord, **_: object) -> None:
-        # Called for every finished record; only those admitted here hold a slot.
-        if id(record) in self._holders:
-            self._holders.discard(id(record))
-            self.in_flight -= 1
+        return Slot(self)
 
 
 def limiter_for(app: Flask) -> Inflight:
@@ -56,16 +63,9 @@ def limiter_for(app: Flask) -> Inflight:
     limiter = app.extensions.get("backpressure")
     if limiter is None:
         limiter = app.extensions["backpressure"] = Inflight(app.config["MAX_INFLIGHT"])
-        # A weak connection (the default) to a bound method: it lives as long as the app does.
-        request_finished.connect(limiter.release)
     return limiter
 
 
 def admit(record: RequestRecord) -> None:
-    """Take a slot for this request, or raise `Overloaded` (503 with Retry-After)."""
-    limiter_for(current_app).admit(record)
-
-
-def init_app(app: Flask) -> None:
-    """Make the limiter at start-up, so metrics can read it before the first request."""
-    limiter_for(app)
+    """Take a slot for this request, held by its record; or raise `Overloaded` (503 with Retry-After)."""
+    record.slot = limiter_for(current_app).take()

@@ -16,6 +16,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 
 from ..errors import UpstreamUnavailable, from_openai
 from ..web.handlers import error_response
+from .policy import policy
 
 bp = Blueprint("health", __name__)
 
@@ -43,11 +44,13 @@ class Readiness:
 
 
 @bp.route("/healthz")
+@policy(key=False, limited=False, logged=False)  # see the module's docstring
 def healthz() -> Response:
     return Response("ok\n", content_type="text/plain; charset=utf-8")
 
 
 @bp.route("/readyz")
+@policy(key=False, limited=False, logged=False)
 def readyz() -> Response:
     readiness: Readiness = current_app.extensions["readiness"]
     problem = readiness.check(current_app.extensions["upstream"].client)

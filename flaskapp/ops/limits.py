@@ -2,9 +2,10 @@
 
 One budget per caller across all endpoints: per gateway key when keys are on, per
 client address when they are off (behind a proxy, make the proxy's address header
-count first: see docs/operations.md). Probes, the metrics scrape, static files,
-CORS preflights and unknown paths (404, which cost nothing) are never limited. Past the limit: 429 `rate_limit_error` with a
-`Retry-After` in seconds.
+count first: see docs/operations.md). Routes whose policy says `limited=False` (probes,
+the metrics scrape, static files: ops/policy.py), CORS preflights and unknown paths
+(404, which cost nothing) are never limited. Past the limit: 429 `rate_limit_error`
+with a `Retry-After` in seconds. With no limit configured nothing is installed at all.
 
 Counts live in `FLASKAPP_RATE_LIMIT_STORAGE_URI`: `memory://` is per worker process
 (so with N workers a caller may get up to N times the limit); `redis://host:6379`
@@ -24,8 +25,8 @@ from flask_limiter.util import get_remote_address
 from ..config import ConfigError
 from ..errors import ApiError
 from ..web.handlers import error_response
-
-UNLIMITED_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "metrics.metrics", "static"})
+from .policy import GUARDED, Policy
+from .requestlog import current_record
 
 
 class RateLimited(ApiError):
@@ -36,20 +37,18 @@ class RateLimited(ApiError):
 
 def caller() -> str:
     """Whom a request counts against: its gateway key's id, else its address."""
-    key_id = g.get("gateway_key_id")
+    record = current_record()
+    key_id = record.key_id if record is not None else None
     return f"key:{key_id}" if key_id else f"addr:{get_remote_address()}"
 
 
-def _exempt() -> bool:
-    return request.endpoint in UNLIMITED_ENDPOINTS or request.method == "OPTIONS"
-
-
 def _note_reset(limit: RequestLimit) -> None:
-    g.rate_limit_reset_at = limit.reset_at
+    g.rate_limit_reset_at = limit.reset_at  # for rate_limited() below: this module's own
 
 
-def init_app(app: Flask) -> None:
-    """Call after `auth.init_app`: the limit is per key, so the key must be known first."""
+def init_app(app: Flask, policies: dict[str | None, Policy]) -> None:
+    """Call after the app's own request steps are installed: the limit is per key, so the key
+    must be known first (Flask-Limiter adds its own `before_request`, which runs after them)."""
     rate = app.config["RATE_LIMIT"]
     if not rate:
         return
@@ -63,7 +62,10 @@ def init_app(app: Flask) -> None:
         scheme = app.config["RATE_LIMIT_STORAGE_URI"].partition(":")[0]
         raise ConfigError(f"FLASKAPP_RATE_LIMIT_STORAGE_URI: cannot use a {scheme}: storage "
                           f"({type(exc).__name__}; redis:// needs `pip install redis`)") from None
-    limiter.request_filter(_exempt)
+
+    @limiter.request_filter
+    def exempt() -> bool:
+        return not policies.get(request.endpoint, GUARDED).limited or request.method == "OPTIONS"
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc: RateLimitExceeded):

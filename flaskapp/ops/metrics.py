@@ -6,8 +6,9 @@ answers it, adds them all up (prometheus_client's multiprocess mode). Without it
 Flask dev server, tests) the process's own registry is served.
 
 Fed from one place, `requestlog.request_finished`: one update per request when its
-record is finished, never per chunk. Only the in-flight gauge needs a second hook: a
-stream counts from the moment its response is returned until the server closes it.
+record is finished, never per chunk. Only the in-flight gauge needs a response step: a
+stream counts from the moment its response is returned until the server closes it
+(the record's close, its one close hook).
 
     flaskapp_requests_total{route,status,outcome}       counter
     flaskapp_streams_in_flight{route}                   gauge (live workers summed)
@@ -27,12 +28,14 @@ import os
 from functools import lru_cache
 from typing import Any
 
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .requestlog import CLIENT_DISCONNECTED, REJECTED, UPSTREAM_ERROR, RequestRecord, request_finished
+from .policy import policy
+from .requestlog import (CLIENT_DISCONNECTED, REJECTED, UPSTREAM_ERROR, RequestRecord, current_record,
+                         request_finished)
 
 bp = Blueprint("metrics", __name__)
 
@@ -78,6 +81,7 @@ def observe(record: RequestRecord, **_: object) -> None:
 
 
 @bp.route("/metrics")
+@policy(key=True, limited=False, logged=False)  # the operator's business, scraped every few seconds
 def metrics() -> Response:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
@@ -93,11 +97,12 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     request_finished.connect(observe)  # module-level function: the weak reference lives on
 
-    @app.after_request
-    def count_stream(response: Response) -> Response:
-        record = g.get("record")
-        if record is not None and response.is_streamed and response.status_code < 400:
-            gauge = _child(STREAMS_IN_FLIGHT, record.route)
-            gauge.inc()
-            response.call_on_close(gauge.dec)
-        return response
+
+def count_stream(response: Response) -> Response:
+    """A response step: a stream is in flight until the server closes it."""
+    record = current_record()
+    if record is not None and response.is_streamed and response.status_code < 400:
+        gauge = _child(STREAMS_IN_FLIGHT, record.route)
+        gauge.inc()
+        record.closers.append(gauge.dec)
+    return response

@@ -1,13 +1,17 @@
 """One structured log line per request: what was asked, what happened, how long it took.
 
-Streams end long after the view returns, so the record travels with the response
-and is written once, by whoever finishes the request (the relay, or the teardown).
+The record is the request's state, with one owner per fact: made here, before any
+other hook; auth writes the key's id, the error handlers the refusal, the views the
+model and tokens, backpressure's slot is held here and given back when it finishes.
+Streams end long after the view returns, so the record travels with the response and
+is finished once: by the relay when its stream ends, else when the server closes the
+response (one `call_on_close`, `RequestRecord.close`), else at once for a plain body.
 It never holds a secret: prompts and keys are not logged, only their outcome.
 
 Every request gets an id (the caller's `X-Request-ID` when it is sane, else a new
-one), echoed in the response and written in its line. Every request but the probes,
-the metrics scrape and static files gets a record from the start, so one rejected
-before any view runs (401, 429, 404) is logged and counted too; the views fill it in.
+one), echoed in the response and written in its line. Every request to a logged route
+(ops/policy.py) gets a record from the start, so one rejected before any view runs
+(401, 429, 404) is logged and counted too. CORS preflights (OPTIONS) are not logged.
 """
 from __future__ import annotations
 
@@ -17,12 +21,17 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
-from flask import Flask, Response, g, has_app_context, request
+from flask import Response, g, has_app_context, request
 from flask.signals import Namespace
 
 # What became of a request: defined with the errors that lead to each, re-exported here.
 from ..errors import CLIENT_DISCONNECTED, COMPLETED, REJECTED, UPSTREAM_ERROR  # noqa: F401
+from .policy import GUARDED, Policy
+
+if TYPE_CHECKING:
+    from ..errors import ApiError
 
 # Sent with the record once a request is over, streamed or not: for metrics and accounting.
 request_finished = Namespace().signal("flaskapp.request-finished")
@@ -32,9 +41,8 @@ log = logging.getLogger("flaskapp.requests")
 REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's id is kept only when it cannot forge or bloat a log line.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
-# Asked every few seconds by machines: counting them would drown the requests that matter.
-# (CORS preflights, OPTIONS, are not recorded either.)
-UNRECORDED_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "metrics.metrics", "static"})
+# Not logged: state for the request, never a line.
+_PRIVATE = frozenset({"started", "written", "failure", "key_id", "slot", "closers"})
 
 
 def _current_request_id() -> str | None:
@@ -57,6 +65,10 @@ class RequestRecord:
     tokens: int | None = None
     started: float = field(default_factory=time.monotonic, repr=False)
     written: bool = field(default=False, repr=False)
+    failure: "ApiError | None" = field(default=None, repr=False)  # the error handlers' answer
+    key_id: str | None = field(default=None, repr=False)  # auth's name for the gateway key
+    slot: Any = field(default=None, repr=False)  # backpressure's, given back on finish
+    closers: list[Callable[[], None]] = field(default_factory=list, repr=False)  # run on close
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self.started, 4)
@@ -71,10 +83,20 @@ class RequestRecord:
         self.written = True
         self.outcome, self.error = outcome, error
         self.total_time = self.elapsed()
+        if self.slot is not None:
+            self.slot.release()
         # vars(), not dataclasses.asdict(): no deep copy on every request.
-        fields = {k: v for k, v in vars(self).items() if v is not None and k not in ("started", "written")}
+        fields = {k: v for k, v in vars(self).items() if v is not None and k not in _PRIVATE}
         log.info(json.dumps({"event": "request", **fields}, separators=(",", ":")))
         request_finished.send(self)
+
+    def close(self) -> None:
+        """The streamed response's one close hook: its closers, then the record if still open."""
+        for closer in self.closers:
+            closer()
+        # A body the server closes before the view's generator ever ran never finished it.
+        if not self.written:
+            self.finish(CLIENT_DISCONNECTED)
 
 
 def request_id_of(header: str | None) -> str:
@@ -84,41 +106,40 @@ def request_id_of(header: str | None) -> str:
     return uuid.uuid4().hex
 
 
-def init_app(app: Flask) -> None:
-    """Call before anything else that adds request hooks: ours must run first."""
+def current_record() -> RequestRecord | None:
+    """This request's record; None for routes not logged (and outside a request)."""
+    return g.get("record") if has_app_context() else None
 
-    @app.before_request
+
+def start(policies: dict[str | None, Policy]) -> Callable[[], None]:
+    """The first request step: the request id, and the record for a logged route."""
+
     def start_record() -> None:
         g.request_id = request_id_of(request.headers.get(REQUEST_ID_HEADER))
-        if request.endpoint not in UNRECORDED_ENDPOINTS and request.method != "OPTIONS":
+        if policies.get(request.endpoint, GUARDED).logged and request.method != "OPTIONS":
             rule = request.url_rule
             g.record = RequestRecord(route=rule.rule if rule else "(unmatched)", method=request.method)
 
-    @app.after_request
-    def echo_request_id(response: Response) -> Response:
-        if "request_id" in g:
-            response.headers[REQUEST_ID_HEADER] = g.request_id
-        return response
+    return start_record
 
-    @app.after_request
-    def finish_record(response: Response) -> Response:
-        # Streamed responses are finished by their relay, when the stream ends.
-        record = g.get("record")
-        if record is not None and not response.is_streamed:
-            record.status = response.status_code
-            record.first_byte()
-            record.bytes = response.content_length or 0
-            error = g.get("error")
-            if error is None:
-                record.finish(COMPLETED)
-            else:
-                record.finish(getattr(error, "outcome", REJECTED), error.type)
-        elif record is not None:
-            # A body the server closes before the view's generator ever ran never
-            # finishes its own record: finish it here (a no-op when it did).
-            def finish_unfinished() -> None:
-                if not record.written:
-                    record.status = record.status or response.status_code
-                    record.finish(CLIENT_DISCONNECTED)
-            response.call_on_close(finish_unfinished)
+
+def end(response: Response) -> Response:
+    """The last response step: echo the request id; finish the record, or hand it to the close."""
+    if "request_id" in g:
+        response.headers[REQUEST_ID_HEADER] = g.request_id
+    record = g.get("record")
+    if record is None:
         return response
+    if response.is_streamed:
+        record.status = record.status or response.status_code
+        response.call_on_close(record.close)  # the relay finishes it first when the stream ends
+    else:
+        record.status = response.status_code
+        record.first_byte()
+        record.bytes = response.content_length or 0
+        failure = record.failure
+        if failure is None:
+            record.finish(COMPLETED)
+        else:
+            record.finish(getattr(failure, "outcome", REJECTED), failure.type)
+    return response

@@ -9,17 +9,20 @@ from __future__ import annotations
 import logging
 import socket
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ApiError, ClientTimeout, InvalidRequest, RouteError
+from ..ops.requestlog import current_record
 from ..runtime import client_socket
 
 log = logging.getLogger("flaskapp")
 
 
 def error_response(error: ApiError) -> Response:
-    g.error = error  # for the request log
+    record = current_record()
+    if record is not None:
+        record.failure = error  # the outcome the request log writes
     response = jsonify(error.body())
     response.status_code = error.status
     if error.retry_after:

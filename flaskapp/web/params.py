@@ -86,8 +86,11 @@ def _stalled() -> ClientTimeout:
     return ClientTimeout(f"No byte of the request body came for {current_app.config['CLIENT_TIMEOUT']:g} s.")
 
 
-def load_json(raw: bytes, invalid: str) -> Any:
-    """The request body's JSON; a 400 with `invalid` when it is not JSON, or when it nests too deeply.
+INVALID_JSON = "The request body is not valid JSON."
+
+
+def load_json(raw: bytes) -> Any:
+    """The request body's JSON, for every endpoint; a 400 when it is not JSON, or nests too deeply.
 
     Python's JSON parser and writer recurse once per level, up to the interpreter's
     limit (1,000 frames, less what the server stack already holds): a body that parses
@@ -97,7 +100,7 @@ def load_json(raw: bytes, invalid: str) -> Any:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest(invalid) from None
+        raise InvalidRequest(INVALID_JSON) from None
     except RecursionError:
         raise InvalidRequest(TOO_DEEP) from None
     # Nesting that deep takes as many brackets: most bodies need no walk.
@@ -129,7 +132,7 @@ def read_fields(request: Request) -> tuple[Mapping[str, Any], bool]:
         return request.args, False
     if request.mimetype == "application/x-www-form-urlencoded":
         return request.form, False
-    body = load_json(raw, "The request body is not valid JSON.")
+    body = load_json(raw)
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     unknown = sorted(set(body) - set(FIELDS) - {"format"})
@@ -138,7 +141,8 @@ def read_fields(request: Request) -> tuple[Mapping[str, Any], bool]:
     return body, True
 
 
-def parse(request: Request, config: Mapping[str, Any]) -> ChatParams:
+def parse(request: Request, config: Mapping[str, Any], record: Any = None) -> ChatParams:
+    """The prompt views' parameters, every one checked; the model noted on `record` once allowed."""
     fields, typed = read_fields(request)
     prompt = _string(fields, "prompt", config["DEFAULT_PROMPT"])
     if not prompt.strip():
@@ -152,16 +156,33 @@ def parse(request: Request, config: Mapping[str, Any]) -> ChatParams:
     if model not in config["ALLOWED_MODELS"]:
         raise InvalidRequest(f"Model {model[:100]!r} is not allowed here. "
                              f"Allowed: {', '.join(config['ALLOWED_MODELS'])}.")
+    if record is not None:
+        record.model = model
     max_tokens = _number(fields, "max_tokens", int, typed)
-    if max_tokens is not None and not 1 <= max_tokens <= config["MAX_TOKENS_LIMIT"]:
-        raise InvalidRequest(f"'max_tokens' must be between 1 and {config['MAX_TOKENS_LIMIT']}.")
     temperature = _number(fields, "temperature", float, typed)
-    if temperature is not None and not 0.0 <= temperature <= 2.0:
-        raise InvalidRequest("'temperature' must be between 0 and 2.")
+    check_sampling({"max_tokens": max_tokens, "temperature": temperature}, config)
     output = fields.get("format")
     if output is not None and output not in ("text", "sse"):
         raise InvalidRequest("'format' must be 'text' or 'sse'.")
     return ChatParams(prompt, system, model, max_tokens, temperature, output)
+
+
+TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+def check_sampling(fields: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """The token budget and temperature this deployment allows, for `/`, `/stream` and `/v1` alike.
+
+    Values come as JSON gives them: `true` is not 1, and 1.5 is not an integer.
+    """
+    limit = config["MAX_TOKENS_LIMIT"]
+    for name in TOKEN_FIELDS:
+        value = fields.get(name)
+        if value is not None and (type(value) is not int or not 1 <= value <= limit):
+            raise InvalidRequest(f"'{name}' must be an integer between 1 and {limit}.", param=name)
+    temperature = fields.get("temperature")
+    if temperature is not None and (type(temperature) not in (int, float) or not 0 <= temperature <= 2):
+        raise InvalidRequest("'temperature' must be a number between 0 and 2.", param="temperature")
 
 
 def _string(fields: Mapping[str, Any], name: str, default: str) -> str:

@@ -1,10 +1,11 @@
 """The prompt views: `/` answers when the whole answer is ready, `/stream` as it is written."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 
-from ..ops import backpressure
 from . import params
+from ..ops.policy import policy
+from .admission import admit
 from .relay import STREAM_HEADERS, Relay, complete
 from ..upstream.client import parse_completion
 
@@ -12,15 +13,6 @@ bp = Blueprint("prompt", __name__)
 
 TEXT = "text/plain; charset=utf-8"
 SSE = "text/event-stream; charset=utf-8"
-
-
-def _start() -> params.ChatParams:
-    # g.record: made for every request by requestlog, before any view runs.
-    chat = params.parse(request, current_app.config)
-    g.record.model = chat.model
-    if request.method != "HEAD":  # HEAD calls no upstream: the views answer it at once
-        backpressure.admit(g.record)  # 503 at once past FLASKAPP_MAX_INFLIGHT
-    return chat
 
 
 def _wants_sse(chat: params.ChatParams) -> bool:
@@ -39,22 +31,24 @@ def _head(content_type: str, headers: dict[str, str] | None = None) -> Response:
 
 
 @bp.route("/", methods=["GET", "POST"])
+@policy()  # a key, the rate limit, the log
 def blocking() -> Response:
-    chat = _start()
+    chat, record = admit(params.parse)
     if request.method == "HEAD":
         return _head(TEXT)
     completion = parse_completion(complete(current_app.extensions["upstream"], chat.chat_body(), request.environ))
-    g.record.tokens = (completion.usage or {}).get("completion_tokens")
+    record.tokens = (completion.usage or {}).get("completion_tokens")
     return Response(completion.text, content_type=TEXT)
 
 
 @bp.route("/stream", methods=["GET", "POST"])
+@policy()  # a key, the rate limit, the log
 def stream() -> Response:
-    chat = _start()
+    chat, record = admit(params.parse)
     if request.method == "HEAD":
         return _head(SSE if _wants_sse(chat) else TEXT, STREAM_HEADERS)
     relay = Relay.open(current_app.extensions["upstream"], chat.chat_body(stream=True),
-                       request.environ, g.record)
+                       request.environ, record)
     if _wants_sse(chat):
         return relay.response(relay.sse(), SSE)
     return relay.response(relay.text(), TEXT)

@@ -78,9 +78,9 @@ class Relay:
 
     def response(self, body: Iterator[bytes], content_type: str) -> Response:
         """The streamed response for one of this relay's bodies, whose close ends the upstream call."""
-        response = Response(stream_with_context(body), content_type=content_type, headers=STREAM_HEADERS)
-        response.call_on_close(self.close)
-        return response
+        # Run by the record's close, the response's one close hook (requestlog.end registers it).
+        self.record.closers.append(self.close)
+        return Response(stream_with_context(body), content_type=content_type, headers=STREAM_HEADERS)
 
     def text(self) -> Iterator[bytes]:
         """Plain text; a failure after the first byte aborts the connection."""

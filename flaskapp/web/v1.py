@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Request, Response, current_app, jsonify, request
 
-from ..ops import backpressure
 from ..errors import ApiError, InvalidRequest, unreadable
-from .params import load_json, request_body
+from ..ops.requestlog import RequestRecord
+from ..ops.policy import policy
+from .admission import admit
+from .params import check_sampling, load_json, request_body
 from .relay import Relay, complete
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
@@ -27,12 +29,12 @@ class ModelNotFound(ApiError):
 
 
 @bp.post("/chat/completions")
+@policy()  # a key, the rate limit, the log
 def chat_completions() -> Response:
-    body = _checked_body(current_app.config)
-    backpressure.admit(g.record)
+    body, record = admit(_checked_body)
     upstream = current_app.extensions["upstream"]
     if body.get("stream"):
-        relay = Relay.open(upstream, body, request.environ, g.record, raw=True)
+        relay = Relay.open(upstream, body, request.environ, record, raw=True)
         return relay.response(relay.passthrough(), "text/event-stream; charset=utf-8")
     answer = complete(upstream, body, request.environ)
     try:
@@ -43,6 +45,7 @@ def chat_completions() -> Response:
 
 
 @bp.get("/models")
+@policy()  # a key, the rate limit, the log
 def models() -> Response:
     # This deployment's allow-list, not everything the upstream serves.
     return jsonify({"object": "list", "data": [
@@ -50,14 +53,14 @@ def models() -> Response:
         for model in current_app.config["ALLOWED_MODELS"]]})
 
 
-def _checked_body(config: Any) -> dict[str, Any]:
-    body = load_json(request_body(request), "We could not parse the JSON body of your request.")
+def _checked_body(incoming: Request, config: Any, record: RequestRecord) -> dict[str, Any]:
+    body = load_json(request_body(incoming))
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("you must provide a model parameter", param="model")
-    g.record.model = model[:100]  # g.record: made by requestlog for every request; logged even if refused
+    record.model = model[:100]  # before the allow-list: a refused model is logged too
     if model not in config["ALLOWED_MODELS"]:
         raise ModelNotFound(f"The model `{model[:100]}` does not exist or you do not have access to it.",
                             param="model")
@@ -68,12 +71,5 @@ def _checked_body(config: Any) -> dict[str, Any]:
                              param="messages")
     if not isinstance(body.get("stream", False), bool):
         raise InvalidRequest("'stream' must be a boolean.", param="stream")
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = body.get(name)
-        if value is not None and (type(value) is not int or not 1 <= value <= config["MAX_TOKENS_LIMIT"]):
-            raise InvalidRequest(f"'{name}' must be an integer between 1 and {config['MAX_TOKENS_LIMIT']}.",
-                                 param=name)
-    temperature = body.get("temperature")
-    if temperature is not None and (type(temperature) not in (int, float) or not 0 <= temperature <= 2):
-        raise InvalidRequest("'temperature' must be a number between 0 and 2.", param="temperature")
+    check_sampling(body, config)
     return body
