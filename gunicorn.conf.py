@@ -24,7 +24,13 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 control_socket_disable = "GUNICORN_CONTROL_SOCKET" not in os.environ
 control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "gunicorn.ctl")
 
+# Logs: one JSON object a line on stderr, gunicorn's own lines and our request lines alike
+# (flaskapp/ops/logformat.py); `--log-level` still sets the level.
 accesslog = os.environ.get("GUNICORN_ACCESSLOG")  # our own JSON line per request is on stderr
+from flaskapp.ops import logformat  # noqa: E402  (a module: `logconfig` is a gunicorn setting's name)
+
+logconfig_dict = logformat.logconfig()
+logger_class = logformat.GunicornLogger
 
 
 def on_starting(server):

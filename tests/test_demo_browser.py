@@ -139,7 +139,7 @@ def logged_requests(server: Process, prefix: str) -> dict[str, dict]:
     """The server's log line of each request whose id starts with `prefix`, by request id."""
     lines = {}
     for line in server.log().splitlines():
-        start = line.find('{"event":"request"')
+        start = line.find("{") if '"event":"request"' in line else -1
         if start >= 0:
             record = json.loads(line[start:])
             if record.get("request_id", "").startswith(prefix):

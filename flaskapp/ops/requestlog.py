@@ -45,6 +45,14 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 _PRIVATE = frozenset({"started", "written", "failure", "key_id", "slot", "closers"})
 
 
+class Fields(dict):
+    """A log record's fields: JSON formatters (ops/logformat.py) take them as they are; any other
+    formatter, and `getMessage()`, gets them as one compact JSON text."""
+
+    def __str__(self) -> str:
+        return json.dumps(self, separators=(",", ":"))
+
+
 def _current_request_id() -> str | None:
     return g.get("request_id") if has_app_context() else None
 
@@ -86,8 +94,8 @@ class RequestRecord:
         if self.slot is not None:
             self.slot.release()
         # vars(), not dataclasses.asdict(): no deep copy on every request.
-        fields = {k: v for k, v in vars(self).items() if v is not None and k not in _PRIVATE}
-        log.info(json.dumps({"event": "request", **fields}, separators=(",", ":")))
+        log.info(Fields(event="request", **{k: v for k, v in vars(self).items()
+                                           if v is not None and k not in _PRIVATE}))
         request_finished.send(self)
 
     def close(self) -> None:
