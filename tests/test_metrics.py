@@ -17,6 +17,7 @@ from servers import Emulator, Process, raw_request, request, start_emulator, sta
 KEY = "gw-metrics-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 STREAMS, BLOCKING, UNAUTHORIZED = 20, 6, 3
+MODELS = ("gpt-4", "small-model")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def metrics_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, emulator, metrics_dir) -> Process:
-    env = upstream_env(emulator, max_retries=0, api_keys=KEY)
+    env = upstream_env(emulator, max_retries=0, api_keys=KEY, allowed_models=",".join(MODELS))
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     server = start_gunicorn(tmp_path_factory.mktemp("gunicorn"), env, workers=2)
     yield server
@@ -51,7 +52,9 @@ def scrape(server: Process) -> dict[tuple, float]:
 
 
 def value(samples: dict[tuple, float], name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    """The sum of `name`'s series carrying `labels` (whatever their other labels)."""
+    wanted = set(labels.items())
+    return sum(v for (n, series), v in samples.items() if n == name and wanted <= series)
 
 
 def worker_pids(server: Process) -> set[int]:
@@ -106,6 +109,41 @@ def test_known_traffic_adds_up_across_both_workers(server, emulator, metrics_dir
         assert value(samples, "flaskapp_streams_in_flight", route="/stream") == 0
         assert not any(name == requests and dict(labels).get("route") in ("/healthz", "/metrics")
                        for name, labels in samples)
+
+
+def test_per_model_token_latency_and_token_counts_as_vllm_users_graph_them(server):
+    before = scrape(server)
+    v1 = f"{server.url}/v1/chat/completions"
+    chat = {"model": "small-model", "messages": [{"role": "user", "content": "one two three"}], "max_tokens": 8}
+    for streamed in (True, False):
+        body = {**chat, "stream": streamed, "stream_options": {"include_usage": True}} if streamed else chat
+        assert request("POST", v1, body, headers=AUTH)[0] == 200
+    assert stream(f"{server.url}/stream?prompt=hi&max_tokens=6&model=small-model", AUTH).status == 200
+    for model in ("not-on-the-list", "x" * 90):  # refused, and never a label value of their own
+        assert request("POST", v1, {**chat, "model": model}, headers=AUTH)[0] == 404
+    after = scrape(server)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    requests = "flaskapp_requests_total"
+    assert grew(requests, route="/v1/chat/completions", status="200", model="small-model") == 2
+    assert grew(requests, route="/stream", status="200", model="small-model") == 1
+    assert grew(requests, route="/v1/chat/completions", status="404", model="") == 2
+    assert {dict(labels)["model"] for name, labels in after if name == requests} <= {*MODELS, ""}
+    # Time to first token and per output token: streams only (a blocking answer has no first token).
+    assert grew("flaskapp_time_to_first_token_seconds_count", route="/v1/chat/completions", model="small-model") == 1
+    assert grew("flaskapp_time_to_first_token_seconds_count", route="/stream", model="small-model") == 1
+    assert grew("flaskapp_time_to_first_token_seconds_bucket", route="/stream", le="0.1") == 0  # ttft 0.2 s
+    assert grew("flaskapp_time_per_output_token_seconds_count", route="/stream", model="small-model") == 1
+    # 100 tokens/s: some 10 ms a token, never 0 and never the whole stream's time.
+    per_token = grew("flaskapp_time_per_output_token_seconds_sum", route="/stream", model="small-model")
+    assert 0.002 < per_token < 0.2
+    # Tokens from the upstream's usage, on every endpoint, streamed or not.
+    assert grew("flaskapp_completion_tokens_total", route="/v1/chat/completions", model="small-model") == 16
+    assert grew("flaskapp_completion_tokens_total", route="/stream", mode="stream", model="small-model") == 6
+    assert grew("flaskapp_prompt_tokens_total", route="/v1/chat/completions", model="small-model") > 0
+    assert grew("flaskapp_prompt_tokens_total", route="/stream", model="small-model") > 0
 
 
 def test_a_client_that_leaves_is_counted(server):

@@ -10,17 +10,21 @@ record is finished, never per chunk. Only the in-flight gauge needs a response s
 stream counts from the moment its response is returned until the server closes it
 (the record's close, its one close hook).
 
-    flaskapp_requests_total{route,status,outcome}       counter
-    flaskapp_streams_in_flight{route}                   gauge (live workers summed)
-    flaskapp_time_to_first_byte_seconds{route}          histogram, successful requests
-    flaskapp_request_duration_seconds{route}            histogram, every request
-    flaskapp_completion_tokens_total{route,mode}        counter; mode "stream" or "blocking"
-    flaskapp_client_disconnects_total{route}            counter
-    flaskapp_upstream_errors_total{kind}                counter; kind is the error type
-    flaskapp_rate_limited_total{route}                  counter; our own 429s, not the upstream's
+    flaskapp_requests_total{route,status,outcome,model}            counter
+    flaskapp_streams_in_flight{route}                              gauge (live workers summed)
+    flaskapp_time_to_first_token_seconds{route,model}              histogram, streams: the upstream's first content
+    flaskapp_time_per_output_token_seconds{route,model}            histogram, streams: after the first token, per token
+    flaskapp_time_to_first_byte_seconds{route,model}               histogram, successful requests
+    flaskapp_request_duration_seconds{route,model}                 histogram, every request
+    flaskapp_prompt_tokens_total{route,model}                      counter; the upstream's usage
+    flaskapp_completion_tokens_total{route,mode,model}             counter; mode "stream" or "blocking"
+    flaskapp_client_disconnects_total{route}                       counter
+    flaskapp_upstream_errors_total{kind}                           counter; kind is the error type
+    flaskapp_rate_limited_total{route}                             counter; our own 429s, not the upstream's
 
 Routes are URL rules (`/v1/chat/completions`, `(unmatched)` for 404s), never raw
-paths, so label values stay few. Probes, scrapes and static files are not counted.
+paths, and models only those on an app's allow-list (any other, or none, is ""), so
+label values stay few. Probes, scrapes and static files are not counted.
 """
 from __future__ import annotations
 
@@ -39,21 +43,37 @@ from .requestlog import (CLIENT_DISCONNECTED, REJECTED, UPSTREAM_ERROR, RequestR
 
 bp = Blueprint("metrics", __name__)
 
-REQUESTS = Counter("flaskapp_requests", "Requests finished, by route, status and outcome.",
-                   ["route", "status", "outcome"])
+# Buckets as vLLM's, so its dashboards' panels read these too.
+TOKEN_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+                         7.5, 10.0, 20.0, 40.0, 80.0)
+OUTPUT_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+                        10.0, 20.0, 40.0, 80.0)
+
+REQUESTS = Counter("flaskapp_requests", "Requests finished, by route, status, outcome and model.",
+                   ["route", "status", "outcome", "model"])
 STREAMS_IN_FLIGHT = Gauge("flaskapp_streams_in_flight", "Streamed responses being sent now.",
                           ["route"], multiprocess_mode="livesum")
+TIME_TO_FIRST_TOKEN = Histogram(
+    "flaskapp_time_to_first_token_seconds", "From the request to the upstream's first streamed content.",
+    ["route", "model"], buckets=TOKEN_LATENCY_BUCKETS)
+TIME_PER_OUTPUT_TOKEN = Histogram(
+    "flaskapp_time_per_output_token_seconds", "A stream's time after its first token, per further token.",
+    ["route", "model"], buckets=OUTPUT_TOKEN_BUCKETS)
 TIME_TO_FIRST_BYTE = Histogram(
-    "flaskapp_time_to_first_byte_seconds", "From the request to the first byte of the answer.", ["route"],
+    "flaskapp_time_to_first_byte_seconds", "From the request to the first byte of the answer.", ["route", "model"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60))
 DURATION = Histogram(
-    "flaskapp_request_duration_seconds", "From the request to its last byte.", ["route"],
+    "flaskapp_request_duration_seconds", "From the request to its last byte.", ["route", "model"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
-TOKENS = Counter("flaskapp_completion_tokens", "Completion tokens answered.", ["route", "mode"])
+PROMPT_TOKENS = Counter("flaskapp_prompt_tokens", "Prompt tokens sent to the model (its usage).", ["route", "model"])
+TOKENS = Counter("flaskapp_completion_tokens", "Completion tokens answered.", ["route", "mode", "model"])
 CLIENT_DISCONNECTS = Counter("flaskapp_client_disconnects", "Clients that left before their answer ended.",
                              ["route"])
 UPSTREAM_ERRORS = Counter("flaskapp_upstream_errors", "Requests failed by the model server, by kind.", ["kind"])
 RATE_LIMITED = Counter("flaskapp_rate_limited", "Requests refused by this gateway's rate limit.", ["route"])
+
+# Every app's allow-list in this process: a model label is one of these or "".
+_LABELLED_MODELS: set[str] = set()
 
 
 @lru_cache(maxsize=4096)  # label values are few (routes, statuses, error kinds): a bound, not a limit
@@ -65,13 +85,24 @@ def _child(metric: Any, *values: str) -> Any:
 def observe(record: RequestRecord, **_: object) -> None:
     """Count one finished request (a `request_finished` receiver)."""
     route, status = record.route, record.status or 0
-    _child(REQUESTS, route, str(status), record.outcome or "").inc()
+    model = record.model if record.model in _LABELLED_MODELS else ""
+    _child(REQUESTS, route, str(status), record.outcome or "", model).inc()
     if record.total_time is not None:
-        _child(DURATION, route).observe(record.total_time)
-    if record.time_to_first_byte is not None and status < 400:
-        _child(TIME_TO_FIRST_BYTE, route).observe(record.time_to_first_byte)
+        _child(DURATION, route, model).observe(record.total_time)
+    if status < 400:
+        if record.time_to_first_byte is not None:
+            _child(TIME_TO_FIRST_BYTE, route, model).observe(record.time_to_first_byte)
+        first_token = record.time_to_first_token
+        if first_token is not None:
+            _child(TIME_TO_FIRST_TOKEN, route, model).observe(first_token)
+            tokens = record.tokens or 0
+            if tokens > 1 and record.total_time is not None:
+                _child(TIME_PER_OUTPUT_TOKEN, route, model).observe(
+                    (record.total_time - first_token) / (tokens - 1))
+    if record.prompt_tokens:
+        _child(PROMPT_TOKENS, route, model).inc(record.prompt_tokens)
     if record.tokens:
-        _child(TOKENS, route, "stream" if record.chunks else "blocking").inc(record.tokens)
+        _child(TOKENS, route, "stream" if record.chunks else "blocking", model).inc(record.tokens)
     if record.outcome == CLIENT_DISCONNECTED:
         _child(CLIENT_DISCONNECTS, route).inc()
     elif record.outcome == UPSTREAM_ERROR:
@@ -95,6 +126,7 @@ def metrics() -> Response:
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    _LABELLED_MODELS.update(app.config["ALLOWED_MODELS"])
     request_finished.connect(observe)  # module-level function: the weak reference lives on
 
 

@@ -66,11 +66,13 @@ class RequestRecord:
     status: int | None = None
     outcome: str | None = None
     error: str | None = None
+    time_to_first_token: float | None = None  # streams: the upstream's first content arrived
     time_to_first_byte: float | None = None
     total_time: float | None = None
     bytes: int = 0
     chunks: int = 0
-    tokens: int | None = None
+    prompt_tokens: int | None = None
+    tokens: int | None = None  # completion tokens
     started: float = field(default_factory=time.monotonic, repr=False)
     written: bool = field(default=False, repr=False)
     failure: "ApiError | None" = field(default=None, repr=False)  # the error handlers' answer
@@ -81,9 +83,19 @@ class RequestRecord:
     def elapsed(self) -> float:
         return round(time.monotonic() - self.started, 4)
 
+    def first_token(self) -> None:
+        if self.time_to_first_token is None:
+            self.time_to_first_token = self.elapsed()
+
     def first_byte(self) -> None:
         if self.time_to_first_byte is None:
             self.time_to_first_byte = self.elapsed()
+
+    def count_usage(self, usage: dict[str, Any] | None, completion_tokens: int | None = None) -> None:
+        """The upstream's token counts (OpenAI's `usage`); `completion_tokens` when it sent none."""
+        usage = usage or {}
+        self.prompt_tokens = usage.get("prompt_tokens")
+        self.tokens = usage.get("completion_tokens", completion_tokens)
 
     def finish(self, outcome: str, error: str | None = None) -> None:
         if self.written:

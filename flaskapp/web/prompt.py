@@ -37,7 +37,7 @@ def blocking() -> Response:
     if request.method == "HEAD":
         return _head(TEXT)
     completion = parse_completion(complete(current_app.extensions["upstream"], chat.chat_body(), request.environ))
-    record.tokens = (completion.usage or {}).get("completion_tokens")
+    record.count_usage(completion.usage)
     return Response(completion.text, content_type=TEXT)
 
 

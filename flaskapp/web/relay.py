@@ -61,6 +61,8 @@ class Relay:
             stream = upstream.open_stream(body, guard)
             items = stream.raw() if raw else iter(stream)
             first = next(items, None)
+            if first:
+                record.first_token()
             key = _secret(upstream)
             if key is not None and first and (first if raw else b"".join(first)).find(key) >= 0:
                 raise UpstreamError(_KEY_SEEN)  # before the first byte: a real status
@@ -143,8 +145,7 @@ class Relay:
         _close(self.stream, self.guard)
         parser = self.stream.parser
         self.record.chunks = parser.chunks
-        usage = parser.usage or {}
-        self.record.tokens = usage.get("completion_tokens", parser.chunks)
+        self.record.count_usage(parser.usage, parser.chunks)
         self.record.finish(outcome, error)
 
     def _done_event(self) -> bytes:

@@ -38,9 +38,11 @@ def chat_completions() -> Response:
         return relay.response(relay.passthrough(), "text/event-stream; charset=utf-8")
     answer = complete(upstream, body, request.environ)
     try:
-        json.loads(answer)  # a 200 whose body no SDK could parse is the upstream's failure
+        parsed = json.loads(answer)  # a 200 whose body no SDK could parse is the upstream's failure
     except (ValueError, RecursionError):
         raise unreadable() from None
+    if isinstance(parsed, dict) and isinstance(parsed.get("usage"), dict):
+        record.count_usage(parsed["usage"])
     return Response(answer, content_type=JSON)
 
 
