@@ -38,6 +38,10 @@ def on_starting(server):
     from flaskapp.runtime import embedded
 
     _start_metrics(server)
+    # Every worker's signature for requests the service sends itself on a caller's behalf (ops/limits.py).
+    import secrets
+
+    os.environ["_FLASKAPP_LOOPBACK_SECRET"] = secrets.token_hex(32)
 
     if embedded.wanted():
         server.emulator, base_url = embedded.start()

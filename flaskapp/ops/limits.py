@@ -12,10 +12,21 @@ Counts live in `FLASKAPP_RATE_LIMIT_STORAGE_URI`: `memory://` is per worker proc
 shares one count between every worker and instance. If that storage is unreachable
 the limiter lets requests through and logs it (it fails open): an outage of the
 limiter's store should not become an outage of the gateway.
+
+Requests the service sends itself on a caller's behalf (the demo's run: 2N model calls to
+its own loopback address) count against that caller, not against 127.0.0.1: they carry
+`on_behalf_headers()`, the caller's id signed with a secret the gunicorn master hands its
+workers, and the limiter trusts that header only from a loopback address with a valid
+signature.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import math
+import os
+import secrets
 import time
 
 from flask import Flask, g, request
@@ -35,11 +46,44 @@ class RateLimited(ApiError):
     status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
 
 
+ON_BEHALF_HEADER = "X-Flaskapp-On-Behalf-Of"
+# Set by gunicorn.conf.py's master for all its workers: a request one worker sends may reach another.
+SECRET_ENV = "_FLASKAPP_LOOPBACK_SECRET"
+_secret = os.environ.get(SECRET_ENV, "").encode() or secrets.token_bytes(32)  # else: this process only
+
+
+def _signature(identity: str) -> str:
+    return hmac.new(_secret, identity.encode(), hashlib.sha256).hexdigest()
+
+
+def on_behalf_headers() -> dict[str, str]:
+    """Headers that make a request this process sends to itself count against the current caller."""
+    identity = caller()
+    return {ON_BEHALF_HEADER: f"{identity} {_signature(identity)}"}
+
+
+def _on_behalf_of() -> str | None:
+    header = request.headers.get(ON_BEHALF_HEADER)
+    if header is None:
+        return None
+    identity, _, signature = header.rpartition(" ")
+    try:
+        loopback = ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        loopback = False
+    if loopback and identity and hmac.compare_digest(signature, _signature(identity)):
+        return identity
+    return None
+
+
 def caller() -> str:
-    """Whom a request counts against: its gateway key's id, else its address."""
+    """Whom a request counts against: its gateway key's id, else the caller the service
+    itself sends it for, else its address."""
     record = current_record()
     key_id = record.key_id if record is not None else None
-    return f"key:{key_id}" if key_id else f"addr:{get_remote_address()}"
+    if key_id:
+        return f"key:{key_id}"
+    return _on_behalf_of() or f"addr:{get_remote_address()}"
 
 
 def _note_reset(limit: RequestLimit) -> None:

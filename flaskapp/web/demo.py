@@ -16,6 +16,7 @@ import re
 from flask import Blueprint, Response, current_app, g, render_template, request
 
 from ..errors import InvalidRequest
+from ..ops import limits
 from . import demo_run, params
 from .relay import STREAM_HEADERS
 
@@ -62,7 +63,8 @@ def run() -> Response:
     # A request may be silent until its whole answer is ready: as long as a blocking call may take.
     timeout = config["REQUEST_TIMEOUT"] + config["CONNECT_TIMEOUT"]
     experiment = demo_run.Experiment.for_request(
-        request.environ, count, body, request.headers.get("Authorization"), timeout)
+        request.environ, count, body, request.headers.get("Authorization"), timeout,
+        limits.on_behalf_headers() if config["RATE_LIMIT"] else None)  # 2N calls from the caller's budget
     return Response(demo_run.events(experiment, request.environ, g.record),
                     content_type="text/event-stream; charset=utf-8", headers=STREAM_HEADERS)
 

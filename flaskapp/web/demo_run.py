@@ -81,17 +81,18 @@ class Experiment:
     authorization: str | None  # the caller's gateway key, passed on so each request is its own
     run_id: str
     timeout: float  # seconds a request may send nothing (its server-side bounds end it first)
+    on_behalf: dict[str, str] | None = None  # ops/limits.py's: each request counts against the caller
 
     @classmethod
     def for_request(cls, environ: dict, count: int, body: dict[str, Any], authorization: str | None,
-                    timeout: float) -> "Experiment":
+                    timeout: float, on_behalf: dict[str, str] | None = None) -> "Experiment":
         client = client_socket(environ)
         monkey = sys.modules.get("gevent.monkey")
         if client is None or monkey is None or not monkey.is_module_patched("socket"):
             raise DemoUnavailable("The concurrent experiment runs only under gunicorn's gevent worker.")
         run_id = f"{time.time_ns():x}"[-10:]
         return cls(client.family, client.getsockname(), environ.get("HTTP_HOST", "localhost"), count, body,
-                   authorization, run_id, timeout)
+                   authorization, run_id, timeout, on_behalf)
 
     def request_id(self, kind: str, index: int) -> str:
         return f"demo-{self.run_id}-{kind}-{index}"
@@ -106,6 +107,8 @@ class Experiment:
             headers["Accept"] = "text/event-stream"
         if self.authorization:
             headers["Authorization"] = self.authorization
+        if self.on_behalf:
+            headers.update(self.on_behalf)
         head = f"POST {PATHS[kind]} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         return head.encode("latin-1") + b"\r\n" + payload
 
