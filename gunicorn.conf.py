@@ -2,7 +2,7 @@
 
 Command-line flags (`-b`, `-w`, `-k`, ...) and GUNICORN_CMD_ARGS override everything
 here. The address is gunicorn's own default, 127.0.0.1:8000 (or 0.0.0.0:$PORT when
-PORT is set); the number of workers is gunicorn's WEB_CONCURRENCY or 1.
+PORT is set); one worker per CPU core this process may run on, or WEB_CONCURRENCY.
 """
 import os
 
@@ -11,6 +11,8 @@ wsgi_app = "wsgi:app"
 # Workers: gevent, so one worker holds thousands of slow streams. The gevent worker
 # patches the standard library before it loads the app, so never preload it in the master.
 worker_class = "gevent"
+# One gevent worker uses one core however many streams it holds: one per core uses them all.
+workers = int(os.environ.get("WEB_CONCURRENCY") or len(os.sched_getaffinity(0)))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "4000"))
 preload_app = False
 
@@ -45,8 +47,8 @@ def on_starting(server):
 
     if embedded.wanted():
         server.emulator, base_url = embedded.start()
-        server.log.info("No OPENAI_API_KEY or OPENAI_BASE_URL set: answering from the built-in "
-                        "emulator at %s (FLASKAPP_EMULATOR_* sets its timing)", base_url)
+        server.log.warning("No OPENAI_API_KEY or OPENAI_BASE_URL set: answering from the built-in "
+                           "emulator at %s (FLASKAPP_EMULATOR_* sets its timing)", base_url)
 
 
 def on_exit(server):

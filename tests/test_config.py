@@ -1,4 +1,8 @@
 """Settings are cast and checked at start-up, from FLASKAPP_* variables."""
+import os
+import runpy
+from pathlib import Path
+
 import pytest
 
 from flaskapp import create_app
@@ -28,3 +32,13 @@ def test_a_stream_interval_must_be_shorter_than_the_idle_timeout(monkeypatch):
     monkeypatch.setenv("FLASKAPP_STREAM_INTERVAL", "0.5")
     with pytest.raises(ConfigError, match="FLASKAPP_STREAM_INTERVAL: must be shorter than FLASKAPP_IDLE_TIMEOUT"):
         create_app()
+
+
+@pytest.mark.parametrize("given, expected", [(None, len(os.sched_getaffinity(0))), ("3", 3)])
+def test_gunicorn_runs_one_worker_per_core_unless_web_concurrency_says(monkeypatch, given, expected):
+    if given is None:
+        monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    else:
+        monkeypatch.setenv("WEB_CONCURRENCY", given)
+    settings = runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
+    assert settings["workers"] == expected
