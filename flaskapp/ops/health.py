@@ -8,6 +8,7 @@ load on the model server. Neither needs a gateway key, is rate limited, or is lo
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ import openai
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
 from ..errors import UpstreamUnavailable, from_openai
+from ..runtime.embedded import EMULATOR_MARKER
 from ..web.handlers import error_response
 from .policy import policy
 
@@ -49,13 +51,21 @@ def healthz() -> Response:
     return Response("ok\n", content_type="text/plain; charset=utf-8")
 
 
+@bp.route("/health")
+@policy(key=False, limited=False, logged=False)  # vLLM's liveness probe, which guidellm asks first
+def health() -> Response:
+    return Response(status=200)
+
+
 @bp.route("/readyz")
 @policy(key=False, limited=False, logged=False)
 def readyz() -> Response:
     readiness: Readiness = current_app.extensions["readiness"]
     problem = readiness.check(current_app.extensions["upstream"].client)
     if problem is None:
-        response = jsonify({"status": "ready"})
+        # Naming the built-in emulator: its answers are no model's (runtime/embedded.py).
+        response = jsonify({"status": "ready", **({"upstream": "emulator"}
+                                                  if os.environ.get(EMULATOR_MARKER) else {})})
     else:
         response = error_response(UpstreamUnavailable(f"Not ready: {problem}"))
     response.headers["Cache-Control"] = "no-store"

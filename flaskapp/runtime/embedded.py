@@ -17,6 +17,8 @@ import sys
 
 # The emulator accepts any key; the openai client insists on having one.
 EMULATOR_API_KEY = "sk-emulator"
+# Set in the environment the workers inherit when their upstream is this emulator: answers say so.
+EMULATOR_MARKER = "FLASKAPP_EMBEDDED_EMULATOR"
 # Where `python -m flaskapp.emulator` finds the package: the directory holding flaskapp/.
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -35,6 +37,7 @@ def start() -> tuple[subprocess.Popen, str]:
     listener.close()
     os.environ["OPENAI_BASE_URL"] = base_url
     os.environ["OPENAI_API_KEY"] = EMULATOR_API_KEY
+    os.environ[EMULATOR_MARKER] = "1"
     return process, base_url
 
 

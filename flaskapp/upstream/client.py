@@ -33,7 +33,8 @@ import openai
 
 from .http11 import MalformedResponse
 from .stream import ChatStream
-from .transport import HttpxTransport, LeanTransport, Transport, refuse_proxies
+from .events import ChunkParser
+from .transport import CHAT_COMPLETIONS, HttpxTransport, LeanTransport, Transport, refuse_proxies
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, malformed, too_large, unreadable
 from ..runtime.guard import Guard, UpstreamSilent
 
@@ -125,12 +126,14 @@ class Upstream:
             self._transport = HttpxTransport(client, connect_timeout=s.connect_timeout)
         self._client, self._pid = client, os.getpid()
 
-    def complete(self, body: dict[str, Any], guard: Guard) -> bytes:
-        """The upstream's JSON answer to a blocking call, as the bytes it sent."""
+    def complete(self, body: dict[str, Any], guard: Guard, path: str = CHAT_COMPLETIONS) -> bytes:
+        """The upstream's JSON answer to a blocking call to `path`, as the bytes it sent."""
         s, transport = self.settings, self.transport
         deadline = time.monotonic() + s.request_timeout
-        answer = self._retrying(lambda: transport.send(body, read_timeout=s.request_timeout, deadline=deadline),
-                                guard, deadline)
+        # Chat calls keep the transport's own default: transports handed in may know only that path.
+        on = {} if path is CHAT_COMPLETIONS else {"path": path}
+        answer = self._retrying(lambda: transport.send(body, read_timeout=s.request_timeout, deadline=deadline,
+                                                       **on), guard, deadline)
         try:
             if answer.length is not None and answer.length > s.max_answer_bytes:
                 raise too_large(s.max_answer_bytes)
@@ -153,17 +156,21 @@ class Upstream:
         finally:
             answer.close()
 
-    def open_stream(self, body: dict[str, Any], guard: Guard) -> ChatStream:
+    def open_stream(self, body: dict[str, Any], guard: Guard, path: str = CHAT_COMPLETIONS,
+                    parser: ChunkParser | None = None) -> ChatStream:
+        """A stream from `path`, read by `parser` (a chat-completion chunk parser by default)."""
         s, transport = self.settings, self.transport
+        on = {} if path is CHAT_COMPLETIONS else {"path": path}
         body = {**body, "stream": True}
         # The guard, when active, enforces the first-token and idle deadlines precisely;
         # the socket's read timeout is the backstop where it cannot.
         read_timeout = None if guard.active else max(s.first_token_timeout, s.idle_timeout)
         try:
-            answer = self._retrying(lambda: transport.send(body, read_timeout=read_timeout), guard, guard.deadline)
+            answer = self._retrying(lambda: transport.send(body, read_timeout=read_timeout, **on), guard,
+                                    guard.deadline)
         except UpstreamSilent:
             raise UpstreamTimeout(f"The model server sent nothing within {s.first_token_timeout:g} s.") from None
-        return ChatStream(answer.pieces, close=answer.close, guard=guard, settings=s)
+        return ChatStream(answer.pieces, close=answer.close, guard=guard, settings=s, parser=parser)
 
     def _retrying(self, attempt: Callable[[], T], guard: Guard, deadline: float) -> T:
         """Retry where it is safe: before any answer, on connection errors, 429 and 5xx, with

@@ -179,3 +179,66 @@ def text_of(literal: bytes) -> bytes:
 def sse_event(data: object, event: str | None = None) -> bytes:
     head = f"event: {event}\n".encode() if event else b""
     return head + b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+class CompletionParser(ChunkParser):
+    """Legacy `/completions` chunks: complete only at `data: [DONE]`, as the protocol says."""
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None and self.done
+
+    def _parse(self, payload: bytes) -> bytes | None:
+        literal = super()._parse(payload)
+        if literal is None and not self.done and self.error is None:
+            self.chunks += payload.find(b'"text":"') >= 0 and payload.find(b'"text":""') < 0
+        return literal
+
+
+# Responses events that end a stream: whole, or cut short by the model's own limits.
+_RESPONSE_ENDS = frozenset(("response.completed", "response.incomplete"))
+_RESPONSE_ERRORS = frozenset(("error", "response.failed"))
+
+
+class ResponsesParser(ChunkParser):
+    """Responses API events (`event: <type>` and typed JSON data), checked whole as they pass.
+
+    Complete only at `response.completed` or `response.incomplete`; an `error` or
+    `response.failed` event is the upstream's error (its text never goes out).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sequence = -1  # the last event's sequence_number
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None and self.done
+
+    def _parse(self, payload: bytes) -> bytes | None:
+        try:
+            event = json.loads(payload)
+        except (ValueError, RecursionError):
+            raise MalformedChunk("not JSON, or nested too deep") from None
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            raise MalformedChunk("not a typed Responses event")
+        kind = event["type"]
+        if type(event.get("sequence_number")) is int:
+            self.sequence = event["sequence_number"]  # our own error event, if one comes, follows it
+        if kind in _RESPONSE_ERRORS:
+            response = event.get("response")
+            error = response.get("error") if isinstance(response, dict) else None
+            code = (error if isinstance(error, dict) else event).get("code")
+            self.error = {"code": code if isinstance(code, str) else None}  # a word at most goes on
+            return None
+        if kind in _RESPONSE_ENDS:
+            self.done = True
+            self.finish_reason = kind[9:]
+            response = event.get("response")
+            if isinstance(response, dict) and isinstance(response.get("usage"), dict):
+                usage = response["usage"]  # the record counts chat's names
+                self.usage = {**usage, "prompt_tokens": usage.get("input_tokens"),
+                              "completion_tokens": usage.get("output_tokens")}
+        elif kind == "response.output_text.delta" and isinstance(event.get("delta"), str) and event["delta"]:
+            return json.dumps(event["delta"]).encode()
+        return None

@@ -31,8 +31,8 @@ class ChatStream:
     """Iterate it for lists of content literals (one list per read), or `raw()` for whole events."""
 
     def __init__(self, reads: Iterator[bytes], *, close: Callable[[], None], guard: Guard,
-                 settings: "UpstreamSettings") -> None:
-        self.parser = ChunkParser()
+                 settings: "UpstreamSettings", parser: ChunkParser | None = None) -> None:
+        self.parser = parser if parser is not None else ChunkParser()
         self.close = close
         self._reads_from, self._guard = reads, guard
         self._first_token_timeout, self._idle_timeout = settings.first_token_timeout, settings.idle_timeout

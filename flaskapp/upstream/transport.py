@@ -28,6 +28,8 @@ from ..errors import UpstreamError, UpstreamTimeout, from_openai, from_status, m
 from .http11 import ConnectionPool, MalformedResponse, Origin, proxy_variable
 
 CHAT_COMPLETIONS = "/chat/completions"
+# The other endpoints /v1 relays; a request head is composed once per path.
+PATHS = (CHAT_COMPLETIONS, "/completions", "/embeddings", "/responses")
 
 
 class Answer(NamedTuple):
@@ -38,7 +40,7 @@ class Answer(NamedTuple):
 
 class Transport(Protocol):
     def send(self, body: dict[str, Any], *, read_timeout: float | None,
-             deadline: float | None = None) -> Answer:
+             deadline: float | None = None, path: str = CHAT_COMPLETIONS) -> Answer:
         """POST `body`; the answer once its status is 2xx. `read_timeout` bounds each read
         (None: none), `deadline` (monotonic time), when given, the whole exchange."""
 
@@ -46,16 +48,18 @@ class Transport(Protocol):
 class LeanTransport:
     def __init__(self, client: openai.OpenAI, *, connect_timeout: float, max_idle_per_origin: int) -> None:
         self._origin, self._head = _compose_head(client)
+        self._heads = {path: _compose_head(client, path)[1] for path in PATHS}
         self._connect_timeout = connect_timeout
         self.pool = ConnectionPool(max_idle_per_origin=max_idle_per_origin)
 
     def send(self, body: dict[str, Any], *, read_timeout: float | None,
-             deadline: float | None = None) -> Answer:
+             deadline: float | None = None, path: str = CHAT_COMPLETIONS) -> Answer:
         payload = json.dumps(body, separators=(",", ":")).encode()
+        head = self._head if path is CHAT_COMPLETIONS else self._heads[path]
         timeouts = {"connect": self._connect_timeout, "write": self._connect_timeout, "read": read_timeout}
         try:
             status, _, headers, response = self.pool.send(
-                self._origin, self._head + b"Content-Length: %d\r\n\r\n" % len(payload), payload, timeouts, deadline)
+                self._origin, head + b"Content-Length: %d\r\n\r\n" % len(payload), payload, timeouts, deadline)
         except httpx2.TimeoutException:
             raise UpstreamTimeout("The model server did not answer in time.") from None
         except MalformedResponse:
@@ -76,21 +80,21 @@ class HttpxTransport:
         self._client, self._connect_timeout = client, connect_timeout
 
     def send(self, body: dict[str, Any], *, read_timeout: float | None,
-             deadline: float | None = None) -> Answer:
+             deadline: float | None = None, path: str = CHAT_COMPLETIONS) -> Answer:
         # httpx bounds each read only: the caller checks `deadline` between pieces.
         timeout = httpx2.Timeout(read_timeout, connect=self._connect_timeout)
         try:
-            response = self._client.post(CHAT_COMPLETIONS, body=body, cast_to=httpx2.Response, stream=True,
+            response = self._client.post(path, body=body, cast_to=httpx2.Response, stream=True,
                                          options={"timeout": timeout, "max_retries": 0})
         except openai.OpenAIError as exc:
             raise from_openai(exc) from None
         return Answer(response.iter_bytes(), response.close, None)
 
 
-def _compose_head(client: openai.OpenAI) -> tuple[Origin, bytes]:
-    """The request line and the client's headers for a chat completion."""
+def _compose_head(client: openai.OpenAI, path: str = CHAT_COMPLETIONS) -> tuple[Origin, bytes]:
+    """The request line and the client's headers for a POST to `path` (a chat completion by default)."""
     url = client.base_url
-    target = url.path.rstrip("/") + CHAT_COMPLETIONS + (f"?{url.query.decode()}" if url.query else "")
+    target = url.path.rstrip("/") + path + (f"?{url.query.decode()}" if url.query else "")
     headers = {**client.default_headers, **client.auth_headers}
     # The body is read as it comes, undecoded: the client's headers ask for no compression
     # (httpx adds its own Accept-Encoding), and "identity" says so explicitly.

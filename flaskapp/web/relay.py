@@ -53,12 +53,13 @@ class Relay:
 
     @classmethod
     def open(cls, upstream: Upstream, body: dict[str, Any], environ: dict,
-             record: RequestRecord, raw: bool = False) -> "Relay":
-        """Open the upstream stream and wait for its first content (or, `raw`, its first bytes)."""
+             record: RequestRecord, raw: bool = False, **endpoint: Any) -> "Relay":
+        """Open the upstream stream and wait for its first content (or, `raw`, its first bytes).
+        `endpoint`: the upstream path and parser, for streams other than chat completions."""
         guard = guard_for(environ, record.started + upstream.settings.first_token_timeout)
         stream = None
         try:
-            stream = upstream.open_stream(body, guard)
+            stream = upstream.open_stream(body, guard, **endpoint)
             items = stream.raw() if raw else iter(stream)
             first = next(items, None)
             if first:
@@ -95,6 +96,10 @@ class Relay:
     def passthrough(self) -> Iterator[bytes]:
         """The upstream's own chat-completion events, unchanged, for OpenAI-compatible clients."""
         return self._relay(None, self._openai_error_event, None)
+
+    def responses_passthrough(self) -> Iterator[bytes]:
+        """The upstream's own Responses events, unchanged; a failure is our `error` event."""
+        return self._relay(None, self._responses_error_event, None)
 
     def _relay(self, encode: Encoder | None, fail: Callable[[UpstreamError], Iterator[bytes]],
                done: Callable[[], bytes] | None) -> Iterator[bytes]:
@@ -161,6 +166,12 @@ class Relay:
         # As OpenAI does: an error object as a data event and no [DONE], so SDKs raise.
         yield sse_event(error.body())
 
+    def _responses_error_event(self, error: UpstreamError) -> Iterator[bytes]:
+        # The Responses API's own error event, which its SDKs hand to the caller as typed.
+        sequence = getattr(self.stream.parser, "sequence", -1) + 1
+        yield sse_event({"type": "error", "code": error.type, "message": error.message, "param": None,
+                         "sequence_number": sequence}, event="error")
+
     def _abort_connection(self, error: UpstreamError) -> Iterator[bytes]:
         client = client_socket(self._environ)
         if client is None:
@@ -173,11 +184,11 @@ class Relay:
         return iter(())
 
 
-def complete(upstream: Upstream, body: dict[str, Any], environ: dict) -> bytes:
-    """A blocking call, ended like a stream's when the client leaves before the answer."""
+def complete(upstream: Upstream, body: dict[str, Any], environ: dict, path: str | None = None) -> bytes:
+    """A blocking call (to chat completions, or `path`), ended like a stream's when the client leaves."""
     guard = guard_for(environ, float("inf"))
     try:
-        return upstream.complete(body, guard)
+        return upstream.complete(body, guard, path) if path else upstream.complete(body, guard)
     except ClientGone:
         raise ClientClosedRequest("The client closed the connection.") from None
     finally:
