@@ -12,6 +12,7 @@ from flaskapp.ops.policy import GUARDED, PROBE, Policy, declared
 # What each open or quiet route is, on purpose; every other route is GUARDED.
 EXPECTED = {
     "health.healthz": PROBE,
+    "health.health": PROBE,
     "health.readyz": PROBE,
     "static": PROBE,
     "metrics.metrics": Policy(key=True, limited=False, logged=False),
@@ -31,6 +32,7 @@ def test_every_route_declares_its_policy(app):
     table = app.extensions["policy"]
     guarded = {endpoint for endpoint, declared_policy in table.items() if declared_policy == GUARDED}
     assert guarded == {"prompt.blocking", "prompt.stream", "openai.chat_completions", "openai.models",
+                       "openai.model", "openai.completions", "openai.embeddings", "openai.responses",
                        "demo.run"}
 
 
