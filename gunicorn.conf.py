@@ -81,12 +81,12 @@ def _start_metrics(server):
 
 
 def post_worker_init(worker):
-    # Make the upstream client before the first request, not in it: a first burst would
-    # all wait on its making (the openai client runs `uname` in a subprocess): 0.17 s on
-    # every first byte of a burst of 500 streams.
-    upstream = getattr(worker.wsgi, "extensions", {}).get("upstream")
-    if upstream is not None:
-        upstream.warm()
+    # Pay what a first request would pay before accepting any (the upstream client, its
+    # TLS context, metric files, Flask's first dispatch): a first burst would all wait on
+    # it (the openai client alone, 0.17 s on every first byte of a burst of 500 streams).
+    from flaskapp.runtime.warm import warm
+
+    worker.log.debug("warmed in %.3f s", warm(worker.wsgi))
 
     # Streams are many small writes: give gevent workers' connections a one-call write.
     from gunicorn.workers.ggevent import GeventWorker

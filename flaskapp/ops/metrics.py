@@ -21,6 +21,7 @@ stream counts from the moment its response is returned until the server closes i
     flaskapp_client_disconnects_total{route}                       counter
     flaskapp_upstream_errors_total{kind}                           counter; kind is the error type
     flaskapp_rate_limited_total{route}                             counter; our own 429s, not the upstream's
+    flaskapp_worker_starts_total, flaskapp_workers, flaskapp_worker_warmup_seconds   workers (ours)
 
 Routes are URL rules (`/v1/chat/completions`, `(unmatched)` for 404s), never raw
 paths, and models only those on an app's allow-list (any other, or none, is ""), so
@@ -71,6 +72,11 @@ CLIENT_DISCONNECTS = Counter("flaskapp_client_disconnects", "Clients that left b
                              ["route"])
 UPSTREAM_ERRORS = Counter("flaskapp_upstream_errors", "Requests failed by the model server, by kind.", ["kind"])
 RATE_LIMITED = Counter("flaskapp_rate_limited", "Requests refused by this gateway's rate limit.", ["route"])
+
+WORKER_STARTS = Counter("flaskapp_worker_starts", "Workers started (recycled ones included).")
+WORKERS = Gauge("flaskapp_workers", "Live workers.", multiprocess_mode="livesum")
+WORKER_WARMUP = Histogram("flaskapp_worker_warmup_seconds", "A new worker's warm-up, before it accepts.",
+                          buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 
 # Every app's allow-list in this process: a model label is one of these or "".
 _LABELLED_MODELS: set[str] = set()
@@ -128,6 +134,13 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     _LABELLED_MODELS.update(app.config["ALLOWED_MODELS"])
     request_finished.connect(observe)  # module-level function: the weak reference lives on
+
+
+def worker_started(warmup: float) -> None:
+    """A worker is up: counted, and its metric files opened before its first request."""
+    WORKER_STARTS.inc()
+    WORKERS.set(1)
+    WORKER_WARMUP.observe(warmup)
 
 
 def count_stream(response: Response) -> Response:

@@ -21,8 +21,9 @@ Each use of an internal, and why:
 - `embedded.py` configures workers through `os.environ`: gunicorn forks the workers, which
   inherit the master's environment and read OPENAI_BASE_URL and OPENAI_API_KEY as the
   `openai` client does, with no other channel from the master's hooks to the app.
-- `gunicorn.conf.py`'s `post_worker_init` hook calls `Upstream.warm()` (the client is made
-  per process, after the fork) and `clientsocket.install(worker)`.
+- `gunicorn.conf.py`'s `post_worker_init` hook calls `warm.warm(app)` (the upstream client,
+  its TLS context and one connection, made per process after the fork; Flask's first
+  dispatch through `app.test_client()`) and `clientsocket.install(worker)`.
 
 `WRITTEN_FOR` names the versions these were written against; tests/test_runtime.py fails
 on any other, naming what to re-check. Only the standard library is imported at this

@@ -89,7 +89,9 @@ class Upstream:
 
     def warm(self) -> None:
         """Make this process's client and transport now, not in its first request."""
-        self._made()
+        warm = getattr(self._made()[1], "warm", None)  # the lean transport's TLS context
+        if warm is not None:
+            warm()
 
     @property
     def client(self) -> openai.OpenAI:

@@ -91,6 +91,17 @@ class ConnectionPool:
         self._ssl_context = ssl_context
         self._addresses: dict[tuple[str, int], tuple] = {}  # (host, port) -> (expires, socket args, address)
 
+    def warm(self, origin: Origin) -> None:
+        """Make now what a first request to `origin` would make: its TLS context (some 20 ms), its
+        address (gevent's resolver starts its thread pool on first use) and a connection."""
+        scheme, host, port = origin
+        if scheme == "https" and self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        try:
+            self.checkin(self._connect(origin, 1.0))  # one idle connection, as a request leaves it
+        except (OSError, httpx2.TransportError):
+            pass  # the first request will say so, with a real status
+
     def send(self, origin: Origin, head: bytes, body: bytes, timeouts: dict,
              deadline: float | None = None) -> tuple[int, bytes, list[tuple[bytes, bytes]], Body]:
         """Send one request (head and body bytes); return the response head and its body stream.

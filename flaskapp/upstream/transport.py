@@ -52,6 +52,9 @@ class LeanTransport:
         self._connect_timeout = connect_timeout
         self.pool = ConnectionPool(max_idle_per_origin=max_idle_per_origin)
 
+    def warm(self) -> None:
+        self.pool.warm(self._origin)
+
     def send(self, body: dict[str, Any], *, read_timeout: float | None,
              deadline: float | None = None, path: str = CHAT_COMPLETIONS) -> Answer:
         payload = json.dumps(body, separators=(",", ":")).encode()
