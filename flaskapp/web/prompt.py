@@ -19,6 +19,8 @@ def _wants_sse(chat: params.ChatParams) -> bool:
     if chat.format:
         return chat.format == "sse"
     # Only an explicit text/event-stream: curl's */* gets plain text.
+    if "event-stream" not in request.environ.get("HTTP_ACCEPT", ""):
+        return False  # most requests: no Accept header to parse
     return any(value == "text/event-stream" and quality > 0 for value, quality in request.accept_mimetypes)
 
 
