@@ -1,9 +1,10 @@
 """OpenAI-compatible endpoints: point any OpenAI client's base URL at `http://host:8000/v1`.
 
-`POST /v1/chat/completions` checks what this deployment enforces (model allow-list,
-token limits, body size) and relays the rest of the request unchanged. Streamed
-answers pass the upstream's own events through byte for byte: a chunk is never parsed
-into objects and serialized again just to be passed on.
+`POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` and `/v1/responses`
+check what this deployment enforces (model allow-list, token limits, body size) and
+relay the rest of the request unchanged. Streamed answers pass the upstream's own
+events through byte for byte: a chunk is never parsed into objects and serialized
+again just to be passed on. Route errors under /v1 use OpenAI's codes.
 """
 from __future__ import annotations
 
