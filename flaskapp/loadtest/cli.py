@@ -18,7 +18,6 @@ from pathlib import Path
 from .client import KINDS, STREAMING_KINDS, Target
 from .schedule import ARRIVALS, Slo
 
-SUBCOMMANDS = ("run", "experiment")
 
 
 def _csv_ints(text: str) -> tuple[int, ...]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..errors import CLIENT_DISCONNECTED, COMPLETED, ApiError
-from ..loadtest.client import Record, _Exchange
+from ..loadtest.exchange import Exchange, Record
 from ..runtime import client_socket
 from ..runtime.guard import ClientGone, guard_for
 
@@ -133,7 +133,7 @@ def _one(experiment: Experiment, kind: str, index: int, run_start: float, emit) 
     sock.settimeout(experiment.timeout)
     try:
         sock.connect(experiment.address)
-        exchange = _Exchange(record, payload, sent, done)
+        exchange = Exchange(record, payload, sent, done)
         exchange.connection_made(_Transport(sock))
         last_text = None
         while not done.done():
