@@ -88,3 +88,14 @@ def test_every_finished_request_is_signalled_once(client):
         client.get("/v1/models")
     assert [(r.route, r.outcome) for r in finished] == [
         ("/", "completed"), ("/stream", "completed"), ("/v1/models", "completed")]
+
+
+@pytest.mark.parametrize("usage, fallback, counted", [
+    ({"prompt_tokens": 7, "completion_tokens": 3}, None, (7, 3)),
+    ({"input_tokens": 7, "output_tokens": 3}, None, (7, 3)),  # the Responses API's names
+    (None, 4, (None, 4)),  # no usage sent: the chunks relayed
+])
+def test_token_counts_come_from_the_upstreams_usage(usage, fallback, counted):
+    record = RequestRecord(route="/v1/responses", method="POST", request_id="usage-1")
+    record.count_usage(usage, fallback)
+    assert (record.prompt_tokens, record.tokens) == counted

@@ -92,10 +92,11 @@ class RequestRecord:
             self.time_to_first_byte = self.elapsed()
 
     def count_usage(self, usage: dict[str, Any] | None, completion_tokens: int | None = None) -> None:
-        """The upstream's token counts (OpenAI's `usage`); `completion_tokens` when it sent none."""
+        """The upstream's token counts (OpenAI's `usage`, or the Responses API's input and output
+        tokens); `completion_tokens` when it sent none."""
         usage = usage or {}
-        self.prompt_tokens = usage.get("prompt_tokens")
-        self.tokens = usage.get("completion_tokens", completion_tokens)
+        self.prompt_tokens = usage.get("prompt_tokens", usage.get("input_tokens"))
+        self.tokens = usage.get("completion_tokens", usage.get("output_tokens", completion_tokens))
 
     def finish(self, outcome: str, error: str | None = None) -> None:
         if self.written:
