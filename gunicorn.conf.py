@@ -86,7 +86,11 @@ def post_worker_init(worker):
     # it (the openai client alone, 0.17 s on every first byte of a burst of 500 streams).
     from flaskapp.runtime.warm import warm
 
-    worker.log.debug("warmed in %.3f s", warm(worker.wsgi))
+    taken = warm(worker.wsgi)
+    if taken is not None:
+        from flaskapp.ops import metrics
+
+        metrics.worker_started(taken)  # opens this worker's metric files, too
 
     # Streams are many small writes: give gevent workers' connections a one-call write.
     from gunicorn.workers.ggevent import GeventWorker

@@ -5,6 +5,7 @@ shared emulator, with answers of a couple of seconds so streams are surely in fl
 """
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -89,8 +90,8 @@ def test_sighup_reload_cuts_no_stream_and_new_workers_take_new_requests(tmp_path
         assert all(r.status == 200 and r.complete for r in results)
         assert emulator.stats()["streams_aborted"] == 0
         time.sleep(0.2)
-        answered_by = {int(pid) for pid in re.findall(r"\[(\d+)\] \[INFO\] \{\"event\":\"request\",\"route\":\"/\"",
-                                                      server.log()[since:])}
+        answered_by = {line["pid"] for line in map(json.loads, server.log()[since:].splitlines())
+                       if line.get("event") == "request" and line["route"] == "/"}
         assert answered_by and answered_by <= new_workers
     finally:
         server.stop()

@@ -2,10 +2,10 @@
 
 gunicorn.conf.py installs `JsonLines` for gunicorn's error log (stderr), which the
 request log shares, so every line on the stream is one JSON object with its `time`
-(UTC, ISO 8601, milliseconds), `level` and `logger` inside:
+(UTC, ISO 8601, milliseconds), `level`, `logger` and `pid` (which worker) inside:
 
-    {"time":"2026-01-05T10:00:00.123Z","level":"INFO","logger":"flaskapp.requests","event":"request",...}
-    {"time":"2026-01-05T10:00:00.001Z","level":"INFO","logger":"gunicorn.error","message":"Booting worker with pid: 7"}
+    {"time":"2026-01-05T10:00:00.123Z","level":"INFO","logger":"flaskapp.requests","pid":7,"event":"request",...}
+    {"time":"2026-01-05T10:00:00.001Z","level":"INFO","logger":"gunicorn.error","pid":1,"message":"Booting worker with pid: 7"}
 
 A record logged as a dict (the request log's) is its fields; any other keeps its text in
 `message`. Made once per handler, never per line: the encoder is built once and the
@@ -21,8 +21,8 @@ from typing import Any
 from gunicorn import glogging
 from pythonjsonlogger.json import JsonFormatter
 
-FIELDS = ["asctime", "levelname", "name", "message"]
-RENAMED = {"asctime": "time", "levelname": "level", "name": "logger"}
+FIELDS = ["asctime", "levelname", "name", "process", "message"]
+RENAMED = {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"}
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 

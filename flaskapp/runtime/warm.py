@@ -3,8 +3,9 @@
 gunicorn's `post_worker_init` calls `warm(app)`, after the fork and gevent's patching and
 before the worker takes its first connection. Without it the first burst on every new
 worker (each `max_requests` recycle too) waits behind the first request's one-time work:
-the upstream client (the `openai` client runs `uname` in a subprocess), its request head
-and TLS context, the metric files, and Flask's first dispatch.
+the upstream client (the `openai` client runs `uname` in a subprocess), its request head,
+TLS context and a connection, and Flask's first dispatch (the metric files: gunicorn.conf.py,
+through ops/metrics.py, as this layer imports nothing above it).
 """
 from __future__ import annotations
 
@@ -12,18 +13,14 @@ import time
 from typing import Any
 
 
-def warm(app: Any) -> float:
-    """Warm this worker's app; the seconds it took."""
+def warm(app: Any) -> float | None:
+    """Warm this worker's app; the seconds it took (None: not flaskapp, nothing done)."""
     started = time.perf_counter()
     upstream = getattr(app, "extensions", {}).get("upstream")
     if upstream is None:  # not flaskapp (a benchmark's peer app)
-        return 0.0
+        return None
     upstream.warm()
     # Flask's first dispatch: the URL map compiled, the request and response machinery imported.
     # /healthz is neither logged nor counted, and calls no upstream.
     app.test_client().get("/healthz")
-    taken = time.perf_counter() - started
-    from ..ops import metrics
-
-    metrics.worker_started(taken)  # opens this worker's metric files, too
-    return taken
+    return time.perf_counter() - started
