@@ -8,67 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# -- what a client sees ------------------------------------------------------------------
+from http_checks import Aborted, Endpoint, ErrorChunk, ErrorEvent, Expect, Rejected
 
-@dataclass(frozen=True)
-class Rejected:
-    """An HTTP error status with the JSON error body, before any answer byte."""
-    status: int
-    type: str
-    retry_after: str | None = None
-
-    def describe(self) -> str:
-        retry = f" with `Retry-After: {self.retry_after}`" if self.retry_after else ""
-        return f"{self.status} `{self.type}`{retry}"
-
-
-@dataclass(frozen=True)
-class Answered:
-    """200 and the whole answer: the fault does not reach this endpoint."""
-
-    def describe(self) -> str:
-        return "200, whole answer"
-
-
-@dataclass(frozen=True)
-class Aborted:
-    """Plain text: 200, some text, then the connection closes without the final chunk."""
-    type: str
-
-    def describe(self) -> str:
-        return f"200, then the transfer is cut (no final chunk; curl exits 18); log `{self.type}`"
-
-
-@dataclass(frozen=True)
-class ErrorEvent:
-    """Our SSE: 200, some `data:` events, then `event: error` with the JSON error."""
-    type: str
-
-    def describe(self) -> str:
-        return f"200, then `event: error` `{self.type}`"
-
-
-@dataclass(frozen=True)
-class ErrorChunk:
-    """OpenAI's SSE: 200, chunks, then a `data: {"error": ...}` event and no `[DONE]`."""
-    type: str
-
-    def describe(self) -> str:
-        return f"200, then `data: {{\"error\"}}` `{self.type}`, no `[DONE]`"
-
-
-Expect = Rejected | Answered | Aborted | ErrorEvent | ErrorChunk
+# -- what a client sees: the shapes the hostile matrix uses too (tests/http_checks.py) ----
 
 
 # -- the endpoints -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str  # column heading
-    method: str
-    path: str
-    body: dict | None = None
-
 
 def _openai_body(stream: bool) -> dict:
     return {"model": "gpt-4", "messages": [{"role": "user", "content": "fault"}], "max_tokens": 20,

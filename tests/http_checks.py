@@ -23,9 +23,11 @@ class Rejected:
     """An HTTP error status with the JSON error body, before any answer byte."""
     status: int
     type: str
+    retry_after: str | None = None
 
     def describe(self) -> str:
-        return f"{self.status} `{self.type}`"
+        retry = f" with `Retry-After: {self.retry_after}`" if self.retry_after else ""
+        return f"{self.status} `{self.type}`{retry}"
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class Aborted:
     type: str
 
     def describe(self) -> str:
-        return f"200, then the transfer is cut (log `{self.type}`)"
+        return f"200, then the transfer is cut (no final chunk; curl exits 18); log `{self.type}`"
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ def check_reply(reply: Reply, expect: Expect) -> None:
         error = json.loads(reply.body)["error"]
         assert error["type"] == expect.type and error["message"]
         assert set(error) == {"type", "message", "param", "code"}
+        assert reply.headers.get("retry-after") == expect.retry_after
     elif isinstance(expect, Answered):
         assert reply.status == 200 and reply.complete and reply.body, reply.body[:300]
         if expect.text is not None:

@@ -12,7 +12,7 @@ from flaskapp import create_app
 from flaskapp.ops import backpressure
 from flaskapp.ops.requestlog import RequestRecord, request_finished
 from servers import Emulator, Process, request, start_emulator, start_gunicorn, stream, upstream_env
-from test_faults import counted, log_records, metrics
+from http_checks import counted, log_records, metrics
 
 CAP = 10
 
