@@ -251,8 +251,10 @@ def test_concurrent_mode_shows_the_times_the_server_logged(page, demo_server):
         line = logged[bar["id"]]
         assert line["outcome"] == "completed"
         assert line["route"] == ("/stream" if bar["kind"] == "stream" else "/")
-        # The page's time is the request's own, from its send to its last byte.
-        assert abs(float(bar["total"]) - line["total_time"]) < 0.1, (bar, line)
+        # The page's time is the request's own, from its send to its last byte; the log's
+        # starts once the busy worker has parsed the request, up to a few tenths later under
+        # load. A page timing the browser's queue instead (the old mode) was off by seconds.
+        assert abs(float(bar["total"]) - line["total_time"]) < 0.35, (bar, line)
     blocking = statistics.median(float(b["total"]) for b in bars if b["kind"] == "blocking")
     stream_last_byte = statistics.median(float(b["total"]) for b in bars if b["kind"] == "stream")
     assert abs(blocking - stream_last_byte) < 0.25 * stream_last_byte, "as long as a stream, not double"

@@ -1,4 +1,4 @@
-"""One way in for every view that calls the model: `/`, `/stream` and `/v1/chat/completions`.
+"""One way in for every view that calls the model: `/`, `/stream` and the `/v1` endpoints.
 
 `admit()` parses and checks the request (its parser writes the model onto the record,
 so a refused request is logged with the model it asked for), then takes the request's
