@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from .pacing import answer, fault_response, paced, take_fault
 from .structured import JSON_OBJECT, fragments, json_for
-from .text import answer_tokens
+from .text import prose_pieces
 from .wire import SSE_HEADERS, BadRequest, StartResponse, positive_int, read_json, required_model, words
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def _json_schema(body: dict) -> dict | None:
 
 
 def _choices(emulator: "Emulator", body: dict, messages: list, n: int, limit: int | None) -> list[Choice]:
-    settings, (tokens, token_json) = emulator.settings, (emulator.tokens, emulator.token_json)
+    settings = emulator.settings
     tool, schema = _tool(body), _json_schema(body)
     choices = []
     for index in range(n):
@@ -88,11 +88,8 @@ def _choices(emulator: "Emulator", body: dict, messages: list, n: int, limit: in
             pieces = [json.dumps(piece).encode() for piece in fragments(text)]
             natural = "tool_calls" if tool else "stop"
         else:
-            indices = answer_tokens(settings.seed, key, settings.tokens if limit is None
-                                    else min(limit, settings.tokens))
-            pieces = [token_json[i] for i in indices]
-            if pieces:  # the answer starts with its word, not the tokenizer's space
-                pieces[0] = json.dumps(tokens[indices[0]].lstrip()).encode()
+            pieces = prose_pieces(settings.seed, key, settings.tokens if limit is None
+                                  else min(limit, settings.tokens))
             natural = "stop"
         length = len(pieces) if tool or schema else settings.tokens
         if limit is not None and limit < length:

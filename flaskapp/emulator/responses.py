@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from .pacing import FAILURE_MESSAGE, answer, fault_response, paced, take_fault
 from .structured import JSON_OBJECT, fragments, json_for
-from .text import answer_tokens
+from .text import prose_pieces
 from .wire import SSE_HEADERS, BadRequest, StartResponse, positive_int, read_json, required_model, words
 
 if TYPE_CHECKING:
@@ -86,17 +86,14 @@ def responses(emulator: "Emulator", environ: dict, start_response: StartResponse
     if fault.status:
         return fault_response(start_response, fault)
 
-    settings, tokens, token_json = emulator.settings, emulator.tokens, emulator.token_json
+    settings = emulator.settings
     if tool is not None or schema is not None:  # JSON: as long as the JSON is
         pieces = [json.dumps(f).encode() for f in fragments(
             json_for(tool.get("parameters") if tool else schema, settings.seed, key))]
         natural = len(pieces)
     else:
-        indices = answer_tokens(settings.seed, key, settings.tokens if limit is None
-                                else min(limit, settings.tokens))
-        pieces = [token_json[i] for i in indices]
-        if pieces:  # the answer starts with its word, not the tokenizer's space
-            pieces[0] = json.dumps(tokens[indices[0]].lstrip()).encode()
+        pieces = prose_pieces(settings.seed, key, settings.tokens if limit is None
+                              else min(limit, settings.tokens))
         natural = settings.tokens
     complete = limit is None or limit >= natural
     pieces = pieces if complete else pieces[:limit]

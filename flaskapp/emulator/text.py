@@ -86,6 +86,16 @@ def answer_tokens(seed: int, messages: object, count: int) -> list[int]:
     return [(start + i) % POOL_SIZE for i in range(count)]
 
 
+def prose_pieces(seed: int, messages: object, count: int) -> list[bytes]:
+    """The JSON string literals of a prose answer's `count` tokens; the first without its leading space."""
+    tokens, token_json = token_pool(seed)
+    indices = answer_tokens(seed, messages, count)
+    pieces = [token_json[i] for i in indices]
+    if pieces:  # the answer starts with its word, not the tokenizer's space
+        pieces[0] = json.dumps(tokens[indices[0]].lstrip()).encode()
+    return pieces
+
+
 def answer_text(seed: int, messages: object, count: int) -> str:
     tokens, _ = token_pool(seed)
     return "".join(tokens[i] for i in answer_tokens(seed, messages, count)).lstrip()
