@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from flask import Blueprint, Request, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -57,12 +57,7 @@ def chat_completions() -> Response:
 @policy()  # a key, the rate limit, the log
 def completions() -> Response:
     body, record = admit(_checked_completion)
-    upstream = current_app.extensions["upstream"]
-    if body.get("stream"):
-        relay = Relay.open(upstream, body, request.environ, record, raw=True,
-                           path="/completions", parser=CompletionParser())
-        return relay.response(relay.passthrough(), "text/event-stream; charset=utf-8")
-    return _blocking(upstream, body, record, "/completions")
+    return _streamed_or_whole(body, record, "/completions", CompletionParser, Relay.passthrough)
 
 
 @bp.post("/embeddings")
@@ -76,12 +71,17 @@ def embeddings() -> Response:
 @policy()  # a key, the rate limit, the log
 def responses() -> Response:
     body, record = admit(_checked_response)
+    return _streamed_or_whole(body, record, "/responses", ResponsesParser, Relay.responses_passthrough)
+
+
+def _streamed_or_whole(body: dict[str, Any], record: RequestRecord, path: str, parser: Callable[[], Any],
+                       events: Callable[[Relay], Iterator[bytes]]) -> Response:
+    """A relayed endpoint other than chat: its own upstream path, event parser and passthrough."""
     upstream = current_app.extensions["upstream"]
     if body.get("stream"):
-        relay = Relay.open(upstream, body, request.environ, record, raw=True,
-                           path="/responses", parser=ResponsesParser())
-        return relay.response(relay.responses_passthrough(), "text/event-stream; charset=utf-8")
-    return _blocking(upstream, body, record, "/responses")
+        relay = Relay.open(upstream, body, request.environ, record, raw=True, path=path, parser=parser())
+        return relay.response(events(relay), "text/event-stream; charset=utf-8")
+    return _blocking(upstream, body, record, path)
 
 
 def _blocking(upstream: Any, body: dict[str, Any], record: RequestRecord, path: str | None) -> Response:
