@@ -60,6 +60,9 @@ def on_exit(server):
         embedded.stop(server.emulator)
     if getattr(server, "metrics_dir_is_ours", False):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    from flaskapp.runtime import recycle
+
+    recycle.remove_directory(server)
 
 
 # Metrics: each worker writes its samples to files in PROMETHEUS_MULTIPROC_DIR and
@@ -100,9 +103,31 @@ def post_worker_init(worker):
 
         clientsocket.install(worker)
 
+    # Last: from here this worker accepts, which a recycled worker waits for before it stops.
+    from flaskapp.runtime import recycle
+
+    recycle.worker_ready(worker)
+
 
 def child_exit(server, worker):
     # A dead worker's counters still count; its live gauges (streams in flight) must not.
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+    from flaskapp.runtime import recycle
+
+    recycle.worker_exited(server, worker)
+
+
+# max_requests recycling: a recycled worker asks for its replacement (SIGTTIN) and accepts
+# until it is up, instead of leaving no worker accepting while it drains (runtime/recycle.py).
+def nworkers_changed(server, new_value, old_value):
+    from flaskapp.runtime import recycle
+
+    recycle.nworkers_changed(server, new_value, old_value)
+
+
+def on_reload(server):
+    from flaskapp.runtime import recycle
+
+    recycle.reloaded(server)
