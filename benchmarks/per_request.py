@@ -25,12 +25,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-HELLO = [("hello `/` (plain view)", "/"), ("hello `/stream` (one-piece stream)", "/stream")]
+HELLO = [("hello `/` (plain view)", "/"), ("hello `/stream` (one-piece stream)", "/stream"),
+         ("hello `/relay/whole`, one token (bare model call)", "/relay/whole?prompt=hi&max_tokens=1"),
+         ("hello `/relay`, one token (bare streamed model call)", "/relay?prompt=hi&max_tokens=1")]
 FLASKAPP = [("flaskapp `/healthz`", "/healthz"), ("flaskapp `/`, one token", "/?prompt=hi&max_tokens=1"),
             ("flaskapp `/stream`, one token", "/stream?prompt=hi&max_tokens=1")]
 RATIOS = {"flaskapp `/`, one token": "hello `/` (plain view)",
           "flaskapp `/stream`, one token": "hello `/stream` (one-piece stream)",
-          "flaskapp `/healthz`": "hello `/` (plain view)"}
+          "flaskapp `/healthz`": "hello `/` (plain view)",
+          "hello `/relay/whole`, one token (bare model call)": "hello `/` (plain view)",
+          "hello `/relay`, one token (bare streamed model call)": "hello `/stream` (one-piece stream)"}
 
 
 # -- the driver (`--drive`), a process of its own on CPU 1 --------------------------------

@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 
 from flaskapp.ops.logformat import JsonLines
-from flaskapp.ops.requestlog import Fields
+from flaskapp.ops.logformat import Fields
 from servers import SECRET_KEY, Process, request, stream
 
 SERVER_SETTINGS = {"max_retries": 0, "first_token_timeout": 3, "idle_timeout": 2}

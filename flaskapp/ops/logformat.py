@@ -8,14 +8,15 @@ request log shares, so every line on the stream is one JSON object with its `tim
     {"time":"2026-01-05T10:00:00.001Z","level":"INFO","logger":"gunicorn.error","pid":1,"message":"Booting worker with pid: 7"}
 
 A record logged as a dict (the request log's) is its fields; any other keeps its text in
-`message`. Made once per handler, never per line: the encoder is built once and the
-time formatted without `strftime`.
+`message`. The request log's line is the one written per request, so its `Fields` take a
+short path: the head is made once per logger and level, the time's seconds once per second,
+and the fields are encoded as they are, without python-json-logger's search for extras.
 """
 from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+import time
 from typing import Any
 
 from gunicorn import glogging
@@ -25,6 +26,14 @@ FIELDS = ["asctime", "levelname", "name", "process", "message"]
 RENAMED = {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"}
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
+class Fields(dict):
+    """A log record's fields: `JsonLines` writes them as they are; any other formatter, and
+    `getMessage()`, gets them as one compact JSON text."""
+
+    def __str__(self) -> str:
+        return _ENCODER.encode(self)
 
 
 def compact(data: Any, **_: Any) -> str:
@@ -37,10 +46,27 @@ class JsonLines(JsonFormatter):
         options.setdefault("fmt", FIELDS)
         options.setdefault("rename_fields", RENAMED)
         super().__init__(json_serializer=compact, json_default=str, **options)
+        self._heads: dict[tuple[str, str, int], str] = {}
+        self._second = -1
+        self._second_text = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = record.msg
+        if type(fields) is not Fields or record.exc_info or record.stack_info:
+            return super().format(record)
+        key = (record.levelname, record.name, record.process)
+        head = self._heads.get(key)
+        if head is None:
+            head = self._heads[key] = (f'"level":{_ENCODER.encode(record.levelname)},'
+                                       f'"logger":{_ENCODER.encode(record.name)},"pid":{record.process}')
+        body = _ENCODER.encode(fields)
+        return f'{{"time":"{self.formatTime(record)}",{head}{"," if len(body) > 2 else ""}{body[1:]}'
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        moment = datetime.fromtimestamp(record.created, timezone.utc)
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        second = int(record.created)
+        if second != self._second:  # one strftime a second, not a datetime a line
+            self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{int(record.msecs):03d}Z"
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         if log_data.get("message") == "":  # a record logged as a dict of fields has no text

@@ -15,12 +15,10 @@ one), echoed in the response and written in its line. Every request to a logged 
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
+import random
 import re
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from flask import Response, g, has_app_context, request
@@ -28,6 +26,7 @@ from flask.signals import Namespace
 
 # What became of a request: defined with the errors that lead to each, re-exported here.
 from ..errors import CLIENT_DISCONNECTED, COMPLETED, REJECTED, UPSTREAM_ERROR  # noqa: F401
+from .logformat import Fields
 from .policy import GUARDED, Policy
 
 if TYPE_CHECKING:
@@ -41,44 +40,34 @@ log = logging.getLogger("flaskapp.requests")
 REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's id is kept only when it cannot forge or bloat a log line.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
-# Not logged: state for the request, never a line.
-_PRIVATE = frozenset({"started", "written", "failure", "key_id", "slot", "closers"})
 
 
-class Fields(dict):
-    """A log record's fields: JSON formatters (ops/logformat.py) take them as they are; any other
-    formatter, and `getMessage()`, gets them as one compact JSON text."""
-
-    def __str__(self) -> str:
-        return json.dumps(self, separators=(",", ":"))
+# The line's fields, in order: the record's public state. The rest is state for the request.
+LOGGED = ("route", "method", "request_id", "model", "status", "outcome", "error", "time_to_first_token",
+          "time_to_first_byte", "total_time", "bytes", "chunks", "prompt_tokens", "tokens")
 
 
-def _current_request_id() -> str | None:
-    return g.get("request_id") if has_app_context() else None
-
-
-@dataclass
 class RequestRecord:
-    route: str
-    method: str
-    request_id: str | None = field(default_factory=_current_request_id)
-    model: str | None = None
-    status: int | None = None
-    outcome: str | None = None
-    error: str | None = None
-    time_to_first_token: float | None = None  # streams: the upstream's first content arrived
-    time_to_first_byte: float | None = None
-    total_time: float | None = None
-    bytes: int = 0
-    chunks: int = 0
-    prompt_tokens: int | None = None
-    tokens: int | None = None  # completion tokens
-    started: float = field(default_factory=time.monotonic, repr=False)
-    written: bool = field(default=False, repr=False)
-    failure: "ApiError | None" = field(default=None, repr=False)  # the error handlers' answer
-    key_id: str | None = field(default=None, repr=False)  # auth's name for the gateway key
-    slot: Any = field(default=None, repr=False)  # backpressure's, given back on finish
-    closers: list[Callable[[], None]] = field(default_factory=list, repr=False)  # run on close
+    """One request's state, made once and finished once: slots, not a dict, as every request pays for it."""
+
+    __slots__ = (*LOGGED, "started", "written", "failure", "key_id", "slot", "closers")
+
+    def __init__(self, route: str, method: str, request_id: str | None = None) -> None:
+        self.route, self.method, self.request_id = route, method, request_id
+        self.model = self.status = self.outcome = self.error = None
+        self.time_to_first_token = None  # streams: the upstream's first content arrived
+        self.time_to_first_byte = self.total_time = None
+        self.bytes = self.chunks = 0
+        self.prompt_tokens = self.tokens = None  # tokens: completion tokens
+        self.started = time.monotonic()
+        self.written = False
+        self.failure: "ApiError | None" = None  # the error handlers' answer
+        self.key_id: str | None = None  # auth's name for the gateway key
+        self.slot: Any = None  # backpressure's, given back on finish
+        self.closers: list[Callable[[], None]] = []  # run on close
+
+    def __repr__(self) -> str:
+        return f"RequestRecord({', '.join(f'{name}={getattr(self, name)!r}' for name in LOGGED)})"
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self.started, 4)
@@ -106,10 +95,12 @@ class RequestRecord:
         self.total_time = self.elapsed()
         if self.slot is not None:
             self.slot.release()
-        # vars(), not dataclasses.asdict(): no deep copy on every request.
         if log.isEnabledFor(logging.INFO):
-            fields = Fields(event="request", **{k: v for k, v in vars(self).items()
-                                                if v is not None and k not in _PRIVATE})
+            fields = Fields(event="request")
+            for name in LOGGED:
+                value = getattr(self, name)
+                if value is not None:
+                    fields[name] = value
             # makeRecord and handle, not info(): no walk up the stack for a caller nobody logs.
             log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, fields, None, None))
         request_finished.send(self)
@@ -127,7 +118,9 @@ def request_id_of(header: str | None) -> str:
     """The caller's request id when it is sane, else a new one."""
     if header and _SANE_REQUEST_ID.fullmatch(header):
         return header
-    return os.urandom(16).hex()  # as random as a uuid4's hex, without making a UUID
+    # 128 random bits, as a uuid4's hex, from the worker's generator (reseeded on fork): no
+    # system call, no UUID object.
+    return "%032x" % random.getrandbits(128)
 
 
 def current_record() -> RequestRecord | None:
@@ -139,19 +132,22 @@ def start(policies: dict[str | None, Policy]) -> Callable[[], None]:
     """The first request step: the request id, and the record for a logged route."""
 
     def start_record() -> None:
-        g.request_id = request_id_of(request.environ.get("HTTP_X_REQUEST_ID"))  # no Headers object
-        if policies.get(request.endpoint, GUARDED).logged and request.method != "OPTIONS":
-            rule = request.url_rule
-            g.record = RequestRecord(route=rule.rule if rule else "(unmatched)", method=request.method)
+        req = request._get_current_object()  # one lookup through the proxy, not five
+        g.request_id = request_id = request_id_of(req.environ.get("HTTP_X_REQUEST_ID"))  # no Headers object
+        if policies.get(req.endpoint, GUARDED).logged and req.method != "OPTIONS":
+            rule = req.url_rule
+            g.record = RequestRecord(rule.rule if rule else "(unmatched)", req.method, request_id)
 
     return start_record
 
 
 def end(response: Response) -> Response:
     """The last response step: echo the request id; finish the record, or hand it to the close."""
-    if "request_id" in g:
-        response.headers[REQUEST_ID_HEADER] = g.request_id
-    record = g.get("record")
+    state = g._get_current_object()  # one lookup through the proxy
+    request_id = state.get("request_id")
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    record = state.get("record")
     if record is None:
         return response
     if response.is_streamed:
