@@ -2,6 +2,7 @@
 its metric files and Flask's first dispatch (flaskapp/runtime/warm.py, from post_worker_init)."""
 from __future__ import annotations
 
+import gc
 import socket
 
 from flaskapp.upstream.http11 import ConnectionPool
@@ -32,3 +33,15 @@ def test_the_pool_is_warmed_with_one_idle_connection_and_its_tls_context():
     tls = ConnectionPool()
     tls.warm(("https", "127.0.0.1", 9))  # nothing listens there: no connection, and no error
     assert tls._ssl_context is not None and not tls._idle.get(("https", "127.0.0.1", 9))
+
+
+def test_the_warm_up_freezes_what_the_worker_made_before_its_first_request(app):
+    from flaskapp.runtime.warm import warm
+
+    try:
+        gc.unfreeze()
+        assert warm(app) is not None
+        # Collected once and frozen: later collections never walk the imports' objects again.
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()

@@ -145,8 +145,10 @@ def worker_started(warmup: float) -> None:
 
 def count_stream(response: Response) -> Response:
     """A response step: a stream is in flight until the server closes it."""
+    if not response.is_streamed or response.status_code >= 400:
+        return response
     record = current_record()
-    if record is not None and response.is_streamed and response.status_code < 400:
+    if record is not None:
         gauge = _child(STREAMS_IN_FLIGHT, record.route)
         gauge.inc()
         record.closers.append(gauge.dec)

@@ -125,13 +125,15 @@ def _deeper_than(value: Any, limit: int) -> bool:
 
 def read_fields(request: Request) -> tuple[Mapping[str, Any], bool]:
     """The caller's fields and whether they came typed (JSON) rather than as strings."""
+    # Plain dicts of first values: a MultiDict's `get` raises and catches an HTTP exception
+    # for every field the caller left out.
     if request.method != "POST":
-        return request.args, False
+        return request.args.to_dict(), False
     raw = request_body(request)
     if not raw.strip():
-        return request.args, False
+        return request.args.to_dict(), False
     if request.mimetype == "application/x-www-form-urlencoded":
-        return request.form, False
+        return request.form.to_dict(), False
     body = load_json(raw)
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
