@@ -24,6 +24,12 @@ Each use of an internal, and why:
 - `gunicorn.conf.py`'s `post_worker_init` hook calls `warm.warm(app)` (the upstream client,
   its TLS context and one connection, made per process after the fork; Flask's first
   dispatch through `app.test_client()`) and `clientsocket.install(worker)`.
+- `recycle.py` takes `max_requests` recycling over from gunicorn, so a recycled worker keeps
+  accepting until its replacement does: it reads and sets `worker.max_requests`, `nr`,
+  `alive` and `ppid`, sends the master SIGTTIN (gunicorn's "one worker more"), and in the
+  master adjusts `Arbiter.num_workers` against `WORKERS` from the `nworkers_changed`,
+  `child_exit` and `on_reload` hooks. gunicorn itself forks the replacement only after the
+  old worker has drained and exited, leaving nothing accepting meanwhile with one worker.
 
 `WRITTEN_FOR` names the versions these were written against; tests/test_runtime.py fails
 on any other, naming what to re-check. Only the standard library is imported at this
@@ -42,7 +48,9 @@ RECHECK = {
               "and loop.iteration (guard.py, pacer.py)",
     "gunicorn": "gunicorn/workers/ggevent.py and base_async.py: GeventWorker.handle (setblocking), "
                 "handle_request, timeout_ctx around the keep-alive wait, environ['gunicorn.socket'], "
-                "the post_worker_init hook (clientsocket.py, gunicorn.conf.py)",
+                "the post_worker_init hook (clientsocket.py, gunicorn.conf.py); base_async.py's max_requests "
+                "check and worker.nr/alive/ppid, arbiter.py's handle_ttin, manage_workers and reap_workers, "
+                "num_workers and WORKERS, the nworkers_changed/child_exit/on_reload hooks (recycle.py)",
 }
 
 
