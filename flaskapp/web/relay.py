@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 from typing import Any, Callable, Iterator
 
-from flask import Response, stream_with_context
+from flask import Response
 
 from ..upstream.stream import ChatStream
 from ..upstream.events import sse_event, text_of
@@ -42,6 +42,34 @@ def encode_text(pieces: list[bytes]) -> bytes:
 
 def encode_sse(pieces: list[bytes]) -> bytes:
     return b"".join([b'data: {"text":%s}\n\n' % piece for piece in pieces])
+
+
+class StreamedResponse(Response):
+    """A relayed stream's response, whose body generator the server iterates itself.
+
+    Werkzeug would resume three more frames for every piece (its closing iterator, its
+    check that each piece is bytes, and Flask's `stream_with_context` generator). The
+    relay's bodies yield bytes only and need no request context (the relay holds all they
+    use), so the server gets the generator as it is, and the response's `close` (which
+    closes the generator, then runs the close hooks) as the WSGI iterable's close.
+    """
+
+    def get_app_iter(self, environ: dict) -> Any:
+        if environ["REQUEST_METHOD"] == "HEAD" or not 200 <= self.status_code < 300 or self.status_code == 204:
+            return super().get_app_iter(environ)
+        return _ServedBody(self.response, self.close)
+
+
+class _ServedBody:
+    """The WSGI iterable: iterating it is iterating the generator; closing it closes the response."""
+
+    __slots__ = ("_body", "close")
+
+    def __init__(self, body: Iterator[bytes], close: Callable[[], None]) -> None:
+        self._body, self.close = body, close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._body
 
 
 class Relay:
@@ -83,7 +111,7 @@ class Relay:
         """The streamed response for one of this relay's bodies, whose close ends the upstream call."""
         # Run by the record's close, the response's one close hook (requestlog.end registers it).
         self.record.closers.append(self.close)
-        return Response(stream_with_context(body), content_type=content_type, headers=STREAM_HEADERS)
+        return StreamedResponse(body, content_type=content_type, headers=STREAM_HEADERS)
 
     def text(self) -> Iterator[bytes]:
         """Plain text; a failure after the first byte aborts the connection."""
