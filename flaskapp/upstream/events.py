@@ -20,6 +20,7 @@ MAX_EVENT_BYTES = 1024 * 1024  # an incomplete event longer than this is not a c
 _CONTENT = b'"content":"'
 _NOT_FINISHED = b'"finish_reason":null'
 _CHOICE_0 = b'"index":0,"delta":{'
+_CHOICE_0_LENGTH = len(_CHOICE_0)
 
 
 class MalformedChunk(ValueError):
@@ -53,11 +54,20 @@ class ChunkParser:
 
     def feed(self, data: bytes) -> list[bytes]:
         """JSON string literals of choice 0's content in the events `data` completes, in order."""
-        if data[-2:] != b"\n\n" or self._pending:  # not the common case: reads end where events do
+        if self._pending or not data.endswith(b"\n\n"):  # not the common case: reads end where events do
             data = self._take(data)
         self.taken = data
-        found = []
-        for event in (data[:-2],) if data.find(b"\n") == len(data) - 2 else data.split(b"\n\n"):
+        if data.find(b"\n") == len(data) - 2 and data.startswith(b"data:"):
+            # The common case: one event of one `data:` line (its blank line changes no search).
+            literal = _standard(data)
+            if literal is None:
+                literal = self._parse(data[5:-2])
+            if literal:
+                self.chunks += 1
+                return [literal]
+            return []
+        found: list[bytes] = []
+        for event in data.split(b"\n\n"):
             if event.find(b"\n") >= 0 or not event.startswith(b"data:"):
                 if event:  # CRLF lines, several data lines, other fields, comments
                     self._fields(event, found)
@@ -158,15 +168,23 @@ class ChunkParser:
 def _standard(line: bytes) -> bytes | None:
     """The content literal of a standard chunk's `data:` line (b"" for none), found by byte searches:
     choice 0 first, its delta holding content, not finished. None: not one, parse it."""
-    choice = line.find(_CHOICE_0)
-    start = line.find(_CONTENT, choice)
     # (`find` rather than `in`: on CPython 3.11 `in` on bytes costs twice as much.)
-    if start > 0 and line.find(_NOT_FINISHED) > 0 and line.find(b"}", choice, start) < 0:
-        start += 10
-        end = line.find(b'"', start + 1)
-        if end > 0 and line.find(b"\\", start, end) < 0:
-            return line[start:end + 1] if end > start + 1 else b""  # "": a role-only chunk
-    return None
+    choice = line.find(_CHOICE_0)
+    if choice < 0:
+        return None
+    start = choice + _CHOICE_0_LENGTH
+    if not line.startswith(_CONTENT, start):  # the usual delta holds content alone, and first
+        start = line.find(_CONTENT, start)
+        if start < 0 or line.find(b"}", choice, start) >= 0:
+            return None
+    start += 10  # the literal's opening quote
+    end = line.find(b'"', start + 1)
+    if end < 0 or line.find(b"\\", start, end) >= 0:
+        return None
+    # Not finished: the marker lies outside the literal, which holds no quote; usually after it.
+    if line.find(_NOT_FINISHED, end) < 0 and line.find(_NOT_FINISHED, 0, start) <= 0:
+        return None
+    return line[start:end + 1] if end > start + 1 else b""  # "": a role-only chunk
 
 
 def text_of(literal: bytes) -> bytes:

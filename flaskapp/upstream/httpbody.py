@@ -158,6 +158,20 @@ class Body:
         crlf_due = False  # the CRLF that ends a chunk's data is still to come
         while True:
             end = len(data)
+            if not remaining and not crlf_due:
+                # The common case, answered first: the read is one whole chunk (a token's event).
+                line_end = data.find(b"\r\n")
+                if 0 < line_end <= MAX_LINE and data.endswith(b"\r\n"):
+                    try:
+                        size = int(data[:line_end], 16)
+                    except ValueError:
+                        size = 0  # extensions, or not a size: the general path below decides
+                    if size > 0 and line_end + size + 4 == end:
+                        yield data[line_end + 2:end - 2]
+                        data = self._recv()
+                        if not data:
+                            raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
+                        continue
             if remaining >= end:
                 # The whole read is the middle of a large chunk: it goes on as it came.
                 remaining -= end
