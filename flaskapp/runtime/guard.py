@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from . import client_socket
 
@@ -67,6 +67,22 @@ class Guard:
 
     def __exit__(self, *exc_info: object) -> None:
         self.waiting = False
+
+    def next_read(self, reads: Iterator[bytes], until: float | None = None) -> bytes:
+        """`next(reads)` inside `with self.awaiting(until):`, in one call rather than three:
+        a stream makes it once per upstream read. StopIteration passes through."""
+        if until is not None:
+            if until < self.deadline:
+                self.tighten(until)
+            else:
+                self.deadline = until
+        if self.gone:
+            raise ClientGone()
+        self.waiting = True
+        try:
+            return next(reads)
+        finally:
+            self.waiting = False
 
     def expect_by(self, deadline: float) -> None:
         """Move the deadline, sooner or later."""

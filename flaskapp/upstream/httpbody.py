@@ -88,6 +88,9 @@ class Body:
         self._deadline, self._read_timeout = deadline, sock.gettimeout()
         self._wait_readable = readable_waiter(sock)  # None without gevent, and for TLS
         self._waits = self._wait_readable is not None
+        # Once the wait says the socket is readable, the read goes to the real socket under
+        # gevent's (its `_sock`, as runtime/clientsocket.py writes): one frame less per read.
+        self._recv_ready = sock._sock.recv if self._waits else sock.recv
 
     def __iter__(self) -> Iterator[bytes]:
         # The decoder itself, not a generator around it: one generator resumed per read.
@@ -115,7 +118,12 @@ class Body:
                 # first. (A socket emptied longer ago, by a stream that paused, has likely
                 # filled again: there, waiting first would cost a trip through the hub.)
                 self._wait_readable()
-            data = sock.recv(READ_SIZE)
+                try:
+                    data = self._recv_ready(READ_SIZE)
+                except BlockingIOError:  # woken with nothing to read after all
+                    data = sock.recv(READ_SIZE)
+            else:
+                data = sock.recv(READ_SIZE)
         except socket.timeout:
             raise httpx2.ReadTimeout("timed out reading the response") from None
         except OSError as exc:

@@ -52,7 +52,7 @@ class ChatStream:
         # One generator for both outputs: this loop runs once per upstream read.
         guard, parser, idle, reads, pacer = self._guard, self.parser, self._idle_timeout, self._reads_from, self._pacer
         interval, due = (pacer.interval, 0.0) if pacer is not None else (0.0, float("inf"))  # when to pace
-        awaiting, clock = guard.awaiting, time.monotonic
+        next_read, feed, clock = guard.next_read, parser.feed, time.monotonic
         stream_deadline, max_bytes, received = self._stream_deadline, self._max_bytes, 0
         until = None  # until the first read, the guard holds the first-token deadline
         try:
@@ -63,23 +63,24 @@ class ChatStream:
                 if until is not None:
                     if now >= stream_deadline:  # an upstream that never pauses is never silent
                         raise UpstreamSilent()
-                    until = min(now + idle, stream_deadline)
-                with awaiting(until):  # raises ClientGone if the client has left
-                    try:
-                        data = next(reads)
-                    except StopIteration:
-                        data = parser.finish()  # a last event the upstream left unterminated
-                        if not data:
-                            break
+                    until = now + idle
+                    if until > stream_deadline:
+                        until = stream_deadline
+                try:
+                    data = next_read(reads, until)  # raises ClientGone if the client has left
+                except StopIteration:
+                    data = parser.finish()  # a last event the upstream left unterminated
+                    if not data:
+                        break
                 if until is None:  # from now on the idle deadline, likely sooner than the first token's
-                    until = min(time.monotonic() + idle, stream_deadline)
+                    until = min(clock() + idle, stream_deadline)
                     guard.tighten(until)
                 if interval:
                     pacer.read_at = clock()
                 received += len(data)
                 if received > max_bytes:
                     raise too_large(max_bytes)
-                pieces = parser.feed(data)
+                pieces = feed(data)
                 if parser.error is not None:
                     raise UpstreamError(_error_message(parser.error))
                 if raw:

@@ -37,10 +37,15 @@ MIN_GUARDED_KEY = 8
 
 def encode_text(pieces: list[bytes]) -> bytes:
     # A JSON string without escapes is its own UTF-8 text: most pieces need no decoding.
+    if len(pieces) == 1:  # most reads hold one token
+        piece = pieces[0]
+        return piece[1:-1] if piece.find(b"\\") < 0 else text_of(piece)
     return b"".join([piece[1:-1] if piece.find(b"\\") < 0 else text_of(piece) for piece in pieces])
 
 
 def encode_sse(pieces: list[bytes]) -> bytes:
+    if len(pieces) == 1:
+        return b'data: {"text":%s}\n\n' % pieces[0]
     return b"".join([b'data: {"text":%s}\n\n' % piece for piece in pieces])
 
 
