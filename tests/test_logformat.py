@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 
 from flaskapp.ops.logformat import JsonLines
-from flaskapp.ops.logformat import Fields
+from flaskapp.ops.logformat import BufferedLines, Fields
 from servers import SECRET_KEY, Process, request, stream
 
 SERVER_SETTINGS = {"max_retries": 0, "first_token_timeout": 3, "idle_timeout": 2}
@@ -61,3 +61,71 @@ def test_fields_read_as_json_by_any_formatter_and_as_fields_by_ours():
     assert "message" not in line and line["time"].endswith("Z")
     text = logging.LogRecord("x", logging.WARNING, __file__, 1, "plain %s", ("text",), None)
     assert json.loads(JsonLines().format(text))["message"] == "plain text"
+
+
+class Writes:
+    """A stream that remembers each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _record(level: int, text: str) -> logging.LogRecord:
+    return logging.LogRecord("flaskapp.requests", level, __file__, 1, text, None, None)
+
+
+def test_outside_a_gevent_worker_every_line_is_written_at_once():
+    stream = Writes()
+    handler = BufferedLines(stream)
+    handler.handle(_record(logging.INFO, "one"))
+    handler.handle(_record(logging.INFO, "two"))
+    assert stream.writes == ["one\n", "two\n"]
+
+
+GEVENT_BATCHES = '''
+from gevent import monkey; monkey.patch_all()
+import gevent, logging, json
+from flaskapp.ops.logformat import BufferedLines
+class Writes:
+    writes = []
+    def write(self, text): self.writes.append(text)
+    def flush(self): pass
+stream = Writes()
+handler = BufferedLines(stream)
+rec = lambda level, text: logging.LogRecord("x", level, "t.py", 1, text, None, None)
+seen = {}
+for text in ("a", "b", "c"):
+    handler.handle(rec(logging.INFO, text))
+seen["before"] = list(stream.writes)
+gevent.sleep(BufferedLines.FLUSH_AFTER * 3)
+seen["after"] = list(stream.writes)
+handler.handle(rec(logging.INFO, "d"))
+handler.handle(rec(logging.ERROR, "e"))
+seen["error"] = list(stream.writes)
+handler.handle(rec(logging.INFO, "f"))
+handler.close()
+handler.flush()
+seen["closed"] = list(stream.writes)
+print(json.dumps(seen))
+'''
+
+
+def test_in_a_gevent_worker_lines_wait_a_moment_and_go_out_in_one_write_errors_at_once():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-c", GEVENT_BATCHES], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen["before"] == []  # nothing written yet: the lines wait for the loop's timer
+    assert seen["after"] == ["a\nb\nc\n"]  # one write for the three
+    assert seen["error"] == ["a\nb\nc\n", "d\ne\n"]  # an error goes out at once, after what waited
+    assert seen["closed"] == ["a\nb\nc\n", "d\ne\n", "f\n"]  # nothing is lost at the end

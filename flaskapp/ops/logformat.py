@@ -22,6 +22,8 @@ from typing import Any
 from gunicorn import glogging
 from pythonjsonlogger.json import JsonFormatter
 
+from ..runtime.gevent_io import call_later
+
 FIELDS = ["asctime", "levelname", "name", "process", "message"]
 RENAMED = {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"}
 
@@ -74,6 +76,61 @@ class JsonLines(JsonFormatter):
         return log_data
 
 
+class BufferedLines(logging.StreamHandler):
+    """A stream handler that, in a gevent worker, writes its lines in batches: one write for many.
+
+    A request's line is one write otherwise, and that write is a large part of a one-token
+    request's cost on a busy worker. Lines below WARNING wait at most `FLUSH_AFTER` seconds
+    (or until `MAX_PENDING` characters wait); a WARNING or worse is written at once, after
+    what waited before it. Where gevent's loop is not running (gunicorn's master) every line
+    is written at once; at exit, logging's shutdown writes what still waits.
+    """
+
+    FLUSH_AFTER = 0.05  # seconds
+    MAX_PENDING = 64 * 1024  # characters
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._size = 0
+        self._scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)
+        self._size += len(line)
+        if record.levelno < logging.WARNING and self._size < self.MAX_PENDING:
+            if self._scheduled:
+                return
+            if call_later(self.FLUSH_AFTER, self._flush_due):
+                self._scheduled = True
+                return
+        self.flush()
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            if self._pending:
+                text = "".join(self._pending)
+                self._pending.clear()
+                self._size = 0
+                self.stream.write(text)
+            super().flush()
+        finally:
+            self.release()
+
+    def _flush_due(self) -> None:  # from the event loop
+        self._scheduled = False
+        try:
+            self.flush()
+        except (OSError, ValueError):  # the log stream is gone: nowhere left to say so
+            pass
+
+
 def logconfig(formatter: str = "flaskapp.ops.logformat.JsonLines") -> dict[str, Any]:
     """gunicorn's `logconfig_dict`: its error log (which the request log shares) and every other
     logger as JSON lines on stderr. No level is set here, so gunicorn's `--log-level` still applies;
@@ -83,7 +140,8 @@ def logconfig(formatter: str = "flaskapp.ops.logformat.JsonLines") -> dict[str, 
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": formatter}},
         "handlers": {
-            "error_console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+            "error_console": {"class": "flaskapp.ops.logformat.BufferedLines", "formatter": "json",
+                              "stream": "ext://sys.stderr"},
         },
         # Not propagated: the root's handler would write each line a second time.
         "loggers": {"gunicorn.error": {"handlers": ["error_console"], "propagate": False}},

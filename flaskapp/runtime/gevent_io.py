@@ -1,4 +1,5 @@
-"""Waiting for a socket to become readable, through gevent's own private wait.
+"""gevent's event loop where the standard library has no word for it: waiting for a socket to
+become readable, through gevent's own private wait, and a callback run later from the loop.
 
 A socket read just emptied will, read again at once, fail with EAGAIN and then wait:
 a wasted system call and exception per token. gevent's socket keeps its read watcher
@@ -7,6 +8,7 @@ the one place that uses them (see runtime/__init__.py).
 """
 from __future__ import annotations
 
+import sys
 from functools import partial
 from typing import Any, Callable
 
@@ -20,3 +22,24 @@ def readable_waiter(sock: Any) -> Callable[[], None] | None:
     if not hasattr(sock, "_read_event") or hasattr(sock, "pending"):
         return None
     return partial(sock._wait, sock._read_event)
+
+
+def call_later(seconds: float, callback: Callable[[], None]) -> bool:
+    """Have gevent's event loop run `callback` in `seconds`, in a gevent-patched process (a gevent
+    worker). False where there is no such loop (gunicorn's master, other workers): nothing is scheduled.
+
+    The callback runs in the hub: it must not block on anything gevent waits for, nor raise.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("socket"):
+        return False
+    from gevent import get_hub
+
+    timer = get_hub().loop.timer(seconds)
+
+    def fire() -> None:
+        timer.close()
+        callback()
+
+    timer.start(fire)
+    return True

@@ -7,6 +7,8 @@ flaskapp's streaming views do. Nothing else: no hooks, no extensions.
 as it gets. One POST to the upstream (`OPENAI_BASE_URL`) on a kept-alive connection, its
 answer passed on unparsed: streamed piece by piece, or whole once it has all come. No
 checks, no deadlines, no log, no metrics: the floor under flaskapp's `/stream` and `/`.
+With `HELLO_RELAY=1` in its environment, `/stream` and `/` are those relays: the load
+tester asks for those paths (`--server-env HELLO_RELAY=1`).
 """
 import os
 import socket
@@ -20,16 +22,21 @@ _UPSTREAM = urlsplit(os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1
 _HEAD = (f"POST {_UPSTREAM.path.rstrip('/')}/chat/completions HTTP/1.1\r\nHost: {_UPSTREAM.netloc}\r\n"
          f"Authorization: Bearer {os.environ.get('OPENAI_API_KEY', '')}\r\n"
          "Content-Type: application/json\r\n").encode()
+_RELAY_ALL = os.environ.get("HELLO_RELAY") == "1"
 _idle: list[socket.socket] = []  # kept-alive upstream connections, as any pool keeps them
 
 
 @app.route("/")
 def plain() -> Response:
+    if _RELAY_ALL:
+        return relay_whole()
     return Response("hello\n", content_type="text/plain; charset=utf-8")
 
 
 @app.route("/stream")
 def stream() -> Response:
+    if _RELAY_ALL:
+        return relay()
     def body():
         yield b"hello\n"
     return Response(stream_with_context(body()), content_type="text/plain; charset=utf-8")
@@ -43,9 +50,10 @@ def healthz() -> Response:
 def _call(stream: bool):
     """The upstream's answer body as it arrives (chunked framing left in: nobody parses it)."""
     prompt = request.args.get("prompt", "hi")
-    max_tokens = int(request.args.get("max_tokens", "16"))
-    body = (b'{"model":"gpt-4","stream":%s,"max_tokens":%d,"messages":[{"role":"user","content":"%s"}]}'
-            % (b"true" if stream else b"false", max_tokens, prompt.encode()))
+    max_tokens = request.args.get("max_tokens")
+    body = (b'{"model":"gpt-4","stream":%s,%s"messages":[{"role":"user","content":"%s"}]}'
+            % (b"true" if stream else b"false", b'"max_tokens":%d,' % int(max_tokens) if max_tokens else b"",
+               prompt.encode()))
     upstream = _idle.pop() if _idle else socket.create_connection((_UPSTREAM.hostname, _UPSTREAM.port))
     upstream.sendall(_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body)
     data = upstream.recv(65536)
