@@ -154,3 +154,81 @@ def test_an_idle_connection_timing_out_ends_the_keepalive_wait_as_keepalive_does
         raise socket.timeout("timed out")
     with pytest.raises(ValueError), worker.timeout_ctx():
         raise ValueError
+
+
+# -- ChunkedResponse: gunicorn's HTTP/1 response, one call per chunked piece ----------------
+class Request:
+    """gunicorn's request, as far as its Response reads it."""
+
+    def __init__(self, method: str = "GET", version: tuple[int, int] = (1, 1)) -> None:
+        self.method, self.version = method, version
+
+    def should_close(self) -> bool:
+        return False
+
+
+def wire(response_class, req: Request, status: str, headers: list, pieces: list) -> bytes:
+    """What a response of `response_class` sends for `pieces`, with the Date header taken out."""
+    from gunicorn.config import Config
+
+    writer, reader = gevent.socket.socketpair()
+    writer.__class__ = ClientSocket
+    try:
+        response = response_class(req, writer, Config())
+        response.start_response(status, headers)
+        for piece in pieces:
+            response.write(piece)
+        response.close()
+        writer.close()
+        received = bytearray()
+        while more := reader.recv(65536):
+            received += more
+    finally:
+        writer.close()
+        reader.close()
+    return b"".join(line for line in bytes(received).splitlines(keepends=True) if not line.startswith(b"Date: "))
+
+
+@pytest.fixture
+def restored_gunicorn(monkeypatch):
+    from gunicorn.http import wsgi
+
+    monkeypatch.setattr(wsgi, "Response", wsgi.Response)  # install() replaces it: put back after the test
+    return wsgi
+
+
+def test_install_makes_the_workers_http1_responses_chunked_responses(restored_gunicorn):
+    from flaskapp.runtime.clientsocket import ChunkedResponse
+
+    install(Worker())
+    assert restored_gunicorn.Response is ChunkedResponse
+
+
+@pytest.mark.parametrize("req, status, headers, pieces", [
+    (Request(), "200 OK", [("Content-Type", "text/plain")], [b"Hello", b" ", b"world" * 1000, b"", b"!"]),
+    (Request(), "200 OK", [("Content-Length", "5")], [b"Hel", b"lo", b"extra"]),  # gunicorn keeps to the length
+    (Request("HEAD"), "200 OK", [], [b"dropped"]),  # no body for HEAD
+    (Request(version=(1, 0)), "200 OK", [], [b"not", b"chunked"]),
+    (Request(), "204 No Content", [], []),
+], ids=["chunked", "content-length", "head", "http-1.0", "no-content"])
+def test_a_chunked_response_sends_what_gunicorns_own_sends(req, status, headers, pieces):
+    from gunicorn.http import wsgi
+
+    from flaskapp.runtime.clientsocket import ChunkedResponse
+
+    expected = wire(wsgi.Response, req, status, headers, pieces)
+    assert wire(ChunkedResponse, req, status, headers, pieces) == expected
+
+
+def test_a_chunked_piece_is_one_send_not_gunicorns_five_calls(monkeypatch):
+    from gunicorn import util
+
+    from flaskapp.runtime.clientsocket import ChunkedResponse
+
+    sent_by_gunicorn = []
+    write = util.write
+    monkeypatch.setattr(util, "write", lambda sock, data, chunked=False: (sent_by_gunicorn.append(data),
+                                                                           write(sock, data, chunked)))
+    body = wire(ChunkedResponse, Request(), "200 OK", [], [b"one", b"two", b"three"])
+    assert body.endswith(b"3\r\none\r\n3\r\ntwo\r\n5\r\nthree\r\n0\r\n\r\n")
+    assert len(sent_by_gunicorn) == 2  # the head, then the first piece with it; the rest are ours

@@ -15,9 +15,15 @@ gunicorn's write, which ends the relay and its upstream call, and closes the
 connection here without a traceback. Waiting for the next request on a kept-alive
 connection stays bounded by gunicorn's `keepalive`.
 
+Each piece of a chunked body goes out through `ChunkedResponse.write`: gunicorn's own
+write of one piece makes five calls (its write, send_headers, _emit_body, util.write,
+write_chunk), each checking again what cannot change once the headers are out; a relayed
+stream writes once per token. The bytes sent are the same.
+
 Written for the versions in `runtime.WRITTEN_FOR`: `GeventWorker.handle` makes each
 connection blocking (dropping any timeout) before serving it, and the keep-alive loop
-waits for each request's head inside `worker.timeout_ctx()`. TLS connections keep
+waits for each request's head inside `worker.timeout_ctx()`, and HTTP/1 responses are
+made from `gunicorn.http.wsgi.Response` (`wsgi.create`). TLS connections keep
 gevent's own socket and get no timeout (TLS ends at nginx in deploy/).
 """
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any, Iterator
 
 import gevent
 import gevent.socket
+from gunicorn.http import wsgi
 
 
 class ClientSocket(gevent.socket.socket):
@@ -51,6 +58,19 @@ class ClientSocket(gevent.socket.socket):
                 # gevent's send waits up to the timeout for room. Its sendall counts the
                 # timeout over the whole write: a slow reader still reading would be dropped.
                 sent += self.send(view[sent:], flags)
+
+
+class ChunkedResponse(wsgi.Response):
+    """gunicorn's HTTP/1 response, writing a chunked body's piece as one format and one send."""
+
+    def write(self, arg: bytes) -> None:
+        # Once the headers are out, chunked means a body is allowed and has no length to keep
+        # to (gunicorn's is_chunked); an empty piece would end the body, and is gunicorn's case.
+        if self.chunked and self.headers_sent and arg.__class__ is bytes and arg:
+            self.sent += len(arg)
+            self.sock.sendall(b"%X\r\n%s\r\n" % (len(arg), arg))
+        else:
+            super().write(arg)
 
 
 def install(worker: Any) -> None:
@@ -83,5 +103,6 @@ def install(worker: Any) -> None:
             except socket.timeout:
                 pass
 
+    wsgi.Response = ChunkedResponse  # what wsgi.create makes for each HTTP/1 request of this worker
     # The worker's servers are made after this hook, from these.
     worker.handle, worker.handle_request, worker.timeout_ctx = handle_client, handle_request, wait_for_next_request
