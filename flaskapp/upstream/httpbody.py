@@ -83,7 +83,7 @@ class Body:
         self._connection, self._checkin = connection, checkin
         self._complete = empty  # 204, 304 and 101 have no body
         self._chunked, self.length, self._keep_alive, self.content_coding = framing(headers)
-        self._drained, self._read_at = False, 0.0
+        self._emptied_at = -FRESH  # when a read last emptied the socket (monotonic); long ago: none did
         self._sock = sock = connection.sock
         self._deadline, self._read_timeout = deadline, sock.gettimeout()
         self._wait_readable = readable_waiter(sock)  # None without gevent, and for TLS
@@ -112,7 +112,7 @@ class Body:
                 if left <= 0:
                     raise socket.timeout()
                 sock.settimeout(left if self._read_timeout is None else min(left, self._read_timeout))
-            if self._drained and _clock() - self._read_at < FRESH:
+            if _clock() - self._emptied_at < FRESH:
                 # The last read emptied the socket moments ago, so reading now would fail
                 # (EAGAIN) and then wait: a wasted system call and exception per token. Wait
                 # first. (A socket emptied longer ago, by a stream that paused, has likely
@@ -128,8 +128,11 @@ class Body:
             raise httpx2.ReadTimeout("timed out reading the response") from None
         except OSError as exc:
             raise httpx2.ReadError(str(exc)) from None
-        # `_drained` only where there is a wait to make first.
-        self._drained, self._read_at = self._waits and len(data) < READ_SIZE, _clock()
+        if len(data) < READ_SIZE:
+            if self._waits:  # only where there is a wait to make first
+                self._emptied_at = _clock()
+        else:
+            self._emptied_at = -FRESH  # a full read: more may be waiting
         return data
 
     def _more(self) -> bytes:
