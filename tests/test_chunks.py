@@ -173,3 +173,25 @@ def test_an_unterminated_last_event_counts_when_its_lines_are_whole():
 ])
 def test_other_servers_shapes(data, expected):
     assert texts(ChunkParser().feed(data)) == expected
+
+
+@pytest.mark.parametrize("line", [
+    b'data: {"choices":[{"index":0,"delta":{"content":"plain"},"finish_reason":null}]}',
+    b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":"after role"},"finish_reason":null}]}',
+    b'data: {"choices":[{"finish_reason":null,"index":0,"delta":{"content":"marker first"}}]}',
+    b'data: {"choices":[{"index":0,"delta":{"content":"finished"},"finish_reason":"stop"}]}',
+    b'data: {"choices":[{"index":0,"delta":{"content":"esc\\"aped"},"finish_reason":null}]}',
+    b'data: {"choices":[{"index":0,"delta":{"content":""},"finish_reason":null}]}',
+    b'data: {"choices":[{"index":0,"delta":{"tool_calls":[]},"finish_reason":null}],'
+    b'"x":{"index":0,"delta":{"content":"not choice 0s"}}}',
+    b'data: {"choices":[{"index":0,"delta":{"content":"finish_reason\\":null"}}]}',
+    b'data: {"choices":[{"index":1,"delta":{"content":"choice 1"},"finish_reason":null}]}',
+], ids=["standard", "after the role", "marker before", "finished", "escaped", "empty", "another object's delta",
+        "marker inside the text", "choice 1"])
+def test_the_byte_search_agrees_with_the_json_parse_wherever_it_answers(line):
+    from flaskapp.upstream.events import _standard
+
+    fast, exact = _standard(line), ChunkParser()._parse(line[5:])
+    if fast is not None:  # None: the byte search leaves the line to the parse
+        assert (json.loads(fast) if fast else None) == (json.loads(exact) if exact else None)
+    assert ChunkParser().feed(line + b"\n\n") == ([exact] if exact else [])

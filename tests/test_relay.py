@@ -164,3 +164,33 @@ def test_even_our_error_event_never_carries_the_key(app, monkeypatch):
     error = b'data: {"error":{"type":"lowercase_only_key"}}\n\n'
     body, record, _ = relay(app, [content("Hi"), error], "sse")
     assert b"lowercase_only_key" not in body and b"event: error" in body and record.bytes == len(body)
+
+
+def test_the_server_iterates_the_relays_body_itself_and_its_close_ends_the_stream(app):
+    upstream = FakeUpstream(EVENTS)
+    environ = {"REQUEST_METHOD": "GET"}
+    with app.test_request_context():
+        record = RequestRecord(route="/stream", method="GET")
+        relay = Relay.open(upstream, {}, environ, record)
+        body = relay.text()
+        response = relay.response(body, "text/plain")
+        response.call_on_close(record.close)  # as requestlog.end does
+    served = response(environ, lambda status, headers: None)
+    assert iter(served) is body  # no wrapper frames between the server and the relay
+    assert next(iter(served)) == b"Hello"
+    served.close()
+    assert upstream.closed and record.written and record.outcome == "client_disconnected"
+
+
+def test_a_head_request_gets_no_body_and_still_ends_the_stream(app):
+    upstream = FakeUpstream(EVENTS)
+    environ = {"REQUEST_METHOD": "HEAD"}
+    with app.test_request_context(method="HEAD"):
+        record = RequestRecord(route="/stream", method="HEAD")
+        relay = Relay.open(upstream, {}, environ, record)
+        response = relay.response(relay.text(), "text/plain")
+        response.call_on_close(record.close)
+    served = response(environ, lambda status, headers: None)
+    assert list(served) == []
+    served.close()
+    assert upstream.closed and record.written

@@ -373,3 +373,22 @@ def test_the_app_does_not_start_with_a_proxy_the_lean_path_would_ignore(monkeypa
     with pytest.raises(ConfigError, match="HTTPS_PROXY"):
         create_app({"TESTING": True})
     assert create_app({"TESTING": True, "UPSTREAM_TRANSPORT": "httpx"})
+
+
+@pytest.mark.parametrize("reads, pieces", [
+    ([b"5\r\nhello\r\n", b"1\r\n!\r\n", b"0\r\n\r\n"], [b"hello", b"!"]),
+    ([b"5;ext=1\r\nhello\r\n", b"0\r\n\r\n"], [b"hello"]),  # extensions: the general decoder's
+    ([b"5\r\nhello\r\n", b"2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"], [b"hello", b"abcde"]),
+    ([b"5\r\nhello\r\n", b"5\r\nwor", b"ld\r\n0\r\n\r\n"], [b"hello", b"wor", b"ld"]),
+    ([b"A\r\n0123456789\r\n", b"0\r\n\r\n"], [b"0123456789"]),
+], ids=["one chunk a read", "extension", "two chunks in one read", "a chunk split", "upper-case size"])
+def test_reads_of_whole_chunks_come_out_one_piece_each(reads, pieces):
+    body = chunked_body(reads)
+    assert list(body) == pieces and body._complete
+
+
+@pytest.mark.parametrize("read", [b"5\r\nhello!!\r\n", b"-5\r\nhello\r\n", b"5 \r\nhello\r\n\r\n"],
+                         ids=["data past its size", "negative size", "a size padded to look whole"])
+def test_a_read_that_only_looks_like_one_whole_chunk_is_decoded_exactly(read):
+    with pytest.raises(MalformedResponse):
+        list(chunked_body([read, b"0\r\n\r\n"]))
