@@ -100,3 +100,6 @@ def _share_gunicorn_logging() -> None:
         # No line in gunicorn's format names a thread; asking for one on every record would
         # make gevent build a dummy Thread object for each request's greenlet.
         logging.logThreads = False
+        from .ops import requestlog
+
+        requestlog.write_directly()

@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 
 from flaskapp.ops.logformat import JsonLines
-from flaskapp.ops.logformat import BufferedLines, Fields
+from flaskapp.ops.logformat import BufferedLines, Fields, direct_handler
 from servers import SECRET_KEY, Process, request, stream
 
 SERVER_SETTINGS = {"max_retries": 0, "first_token_timeout": 3, "idle_timeout": 2}
@@ -129,3 +129,44 @@ def test_in_a_gevent_worker_lines_wait_a_moment_and_go_out_in_one_write_errors_a
     assert seen["after"] == ["a\nb\nc\n"]  # one write for the three
     assert seen["error"] == ["a\nb\nc\n", "d\ne\n"]  # an error goes out at once, after what waited
     assert seen["closed"] == ["a\nb\nc\n", "d\ne\n", "f\n"]  # nothing is lost at the end
+
+
+def _chain(name: str, *handlers: logging.Handler) -> logging.Logger:
+    parent = logging.getLogger(f"test-direct.{name}")
+    parent.handlers, parent.propagate, parent.filters = list(handlers), False, []
+    parent.setLevel(logging.INFO)
+    child = logging.getLogger(f"test-direct.{name}.requests")
+    child.handlers, child.filters, child.propagate = [], [], True
+    return child
+
+
+def _ours(stream: Writes) -> BufferedLines:
+    handler = BufferedLines(stream)
+    handler.setFormatter(JsonLines())
+    return handler
+
+
+def test_request_lines_skip_logging_only_where_that_writes_the_same_line():
+    stream = Writes()
+    handler = _ours(stream)
+    assert direct_handler(_chain("ours", handler)) is handler
+
+    quiet = _chain("quiet", _ours(Writes()))
+    quiet.parent.setLevel(logging.WARNING)
+    assert direct_handler(quiet) is None  # INFO is off: nothing may be written
+    filtered = _chain("filtered", _ours(Writes()))
+    filtered.parent.addFilter(lambda record: True)
+    assert direct_handler(filtered) is None  # a filter must see every record
+    assert direct_handler(_chain("two", _ours(Writes()), logging.StreamHandler(Writes()))) is None
+    plain = logging.StreamHandler(Writes())
+    plain.setFormatter(JsonLines())
+    assert direct_handler(_chain("plain", plain)) is None
+
+    fields = Fields(event="request", route="/stream", status=200)
+    handler.write_fields(fields, "flaskapp.requests")
+    handler.flush()
+    direct = json.loads(stream.writes[-1])
+    record = logging.LogRecord("flaskapp.requests", logging.INFO, __file__, 1, fields, None, None)
+    logged = json.loads(JsonLines().format(record))
+    assert direct.pop("time").endswith("Z") and logged.pop("time").endswith("Z")
+    assert direct == logged  # the same line, but for its moment

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -56,19 +57,26 @@ class JsonLines(JsonFormatter):
         fields = record.msg
         if type(fields) is not Fields or record.exc_info or record.stack_info:
             return super().format(record)
-        key = (record.levelname, record.name, record.process)
+        return self.line(fields, record.levelname, record.name, record.process, record.created)
+
+    def line(self, fields: dict[str, Any], level: str, logger: str, pid: int | None, created: float) -> str:
+        """The line for `fields` logged at `level` by `logger` at `created` (time.time())."""
+        key = (level, logger, pid)
         head = self._heads.get(key)
         if head is None:
-            head = self._heads[key] = (f'"level":{_ENCODER.encode(record.levelname)},'
-                                       f'"logger":{_ENCODER.encode(record.name)},"pid":{record.process}')
+            head = self._heads[key] = (f'"level":{_ENCODER.encode(level)},'
+                                       f'"logger":{_ENCODER.encode(logger)},"pid":{_ENCODER.encode(pid)}')
         body = _ENCODER.encode(fields)
-        return f'{{"time":"{self.formatTime(record)}",{head}{"," if len(body) > 2 else ""}{body[1:]}'
+        return f'{{"time":"{self._time(created)}",{head}{"," if len(body) > 2 else ""}{body[1:]}'
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        second = int(record.created)
+        return self._time(record.created)
+
+    def _time(self, created: float) -> str:
+        second = int(created)
         if second != self._second:  # one strftime a second, not a datetime a line
             self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._second_text}.{int(record.msecs):03d}Z"
+        return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         if log_data.get("message") == "":  # a record logged as a dict of fields has no text
@@ -97,13 +105,26 @@ class BufferedLines(logging.StreamHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
+            line = self.format(record)
         except Exception:
             self.handleError(record)
             return
-        self._pending.append(line)
-        self._size += len(line)
-        if record.levelno < logging.WARNING and self._size < self.MAX_PENDING:
+        self._add(line, record.levelno)
+
+    def write_fields(self, fields: dict[str, Any], logger: str) -> None:
+        """An INFO line of `fields` from `logger`, formatted by our `JsonLines` with no `LogRecord`
+        (see `direct_handler`)."""
+        line = self.formatter.line(fields, "INFO", logger, os.getpid(), time.time())  # type: ignore[union-attr]
+        self.acquire()
+        try:
+            self._add(line, logging.INFO)
+        finally:
+            self.release()
+
+    def _add(self, line: str, level: int) -> None:
+        self._pending.append(line + self.terminator)
+        self._size += len(line) + 1
+        if level < logging.WARNING and self._size < self.MAX_PENDING:
             if self._scheduled:
                 return
             if call_later(self.FLUSH_AFTER, self._flush_due):
@@ -129,6 +150,29 @@ class BufferedLines(logging.StreamHandler):
             self.flush()
         except (OSError, ValueError):  # the log stream is gone: nowhere left to say so
             pass
+
+
+def direct_handler(logger: logging.Logger) -> BufferedLines | None:
+    """The one handler `logger`'s INFO lines reach, when handing it a line directly is the same
+    as logging it: exactly one handler on the way up, a `BufferedLines` with a `JsonLines`
+    formatter, no filter anywhere, INFO enabled. None otherwise (tests, another configuration):
+    then the line goes through `logging` as usual."""
+    if not logger.isEnabledFor(logging.INFO):
+        return None
+    handlers: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        handlers += current.handlers
+        current = current.parent if current.propagate else None  # type: ignore[assignment]
+    if len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    if (type(handler) is not BufferedLines or type(handler.formatter) is not JsonLines or handler.filters
+            or handler.level > logging.INFO):
+        return None
+    return handler
 
 
 def logconfig(formatter: str = "flaskapp.ops.logformat.JsonLines") -> dict[str, Any]:

@@ -26,7 +26,7 @@ from flask.signals import Namespace
 
 # What became of a request: defined with the errors that lead to each, re-exported here.
 from ..errors import CLIENT_DISCONNECTED, COMPLETED, REJECTED, UPSTREAM_ERROR  # noqa: F401
-from .logformat import Fields
+from .logformat import BufferedLines, Fields, direct_handler
 from .policy import GUARDED, Policy
 
 if TYPE_CHECKING:
@@ -95,14 +95,18 @@ class RequestRecord:
         self.total_time = self.elapsed()
         if self.slot is not None:
             self.slot.release()
-        if log.isEnabledFor(logging.INFO):
+        direct = _direct[0]
+        if direct is not None or log.isEnabledFor(logging.INFO):
             fields = Fields(event="request")
             for name in LOGGED:
                 value = getattr(self, name)
                 if value is not None:
                     fields[name] = value
-            # makeRecord and handle, not info(): no walk up the stack for a caller nobody logs.
-            log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, fields, None, None))
+            if direct is not None:
+                direct.write_fields(fields, log.name)
+            else:
+                # makeRecord and handle, not info(): no walk up the stack for a caller nobody logs.
+                log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, fields, None, None))
         request_finished.send(self)
 
     def close(self) -> None:
@@ -112,6 +116,16 @@ class RequestRecord:
         # A body the server closes before the view's generator ever ran never finished it.
         if not self.written:
             self.finish(CLIENT_DISCONNECTED)
+
+
+_direct: list["BufferedLines | None"] = [None]
+
+
+def write_directly() -> None:
+    """Once logging is set up (under gunicorn): hand the request lines straight to the one handler
+    they would reach, when that is the same as logging them (`logformat.direct_handler`); a line
+    a request is the hot path's, and a `LogRecord` and `Logger.handle` are most of its cost."""
+    _direct[0] = direct_handler(log)
 
 
 def request_id_of(header: str | None) -> str:
