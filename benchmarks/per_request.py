@@ -1,11 +1,13 @@
 """Per-request cost: flaskapp's worker CPU per request beside a Flask hello-world under the same worker.
 
     python benchmarks/per_request.py [--requests 2000] [--repeats 3] [--concurrency 50] [--app-root DIR]
+                                     [--gunicorn-args ARGS] [--only-flaskapp]
 
 Starts the emulator (CPU 1; first token at once, one-token answers) and, on CPU 0, one
 gunicorn gevent worker under flaskapp's `gunicorn.conf.py` for each app in turn: the
 hello-world (`benchmarks/peers/hello`: a plain view and a one-piece `stream_with_context`
-view) and flaskapp (`/healthz`, `/` and `/stream` with one-token answers). A gevent driver
+view, and the same two calling the model as barely as a relay can: the floor under
+flaskapp's views) and flaskapp (`/healthz`, `/` and `/stream` with one-token answers). A gevent driver
 on CPU 1 sends `--requests` requests per path, `--concurrency` in flight, each on its own
 connection (`Connection: close`, as a burst of new clients arrives). The worker's CPU is
 read from the kernel's nanosecond run time (/proc/<pid>/schedstat); each figure is the
@@ -82,14 +84,14 @@ def _cost(port: int, pid: int, path: str, requests: int, concurrency: int) -> fl
     return (run_time(pid) - before) / requests
 
 
-def _serve(logs: Path, app_root: Path, upstream: str, hello: bool):
+def _serve(logs: Path, app_root: Path, upstream: str, hello: bool, extra: tuple[str, ...] = ()):
     from flaskapp.loadtest import rig
 
     sock = rig.free_listener()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "FLASKAPP_", "GUNICORN_"))}
     env.update({"OPENAI_BASE_URL": upstream, "OPENAI_API_KEY": "sk-per-request", "WEB_CONCURRENCY": "1"})
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"fd://{sock.fileno()}",
-               "-k", "gevent", "-w", "1"]
+               "-k", "gevent", "-w", "1", *extra]
     if hello:
         command += ["--pythonpath", str(ROOT / "benchmarks" / "peers" / "hello")]
     log_path = logs / f"{'hello' if hello else 'flaskapp'}.log"
@@ -111,6 +113,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50, help="Requests in flight (default: %(default)s).")
     parser.add_argument("--app-root", type=Path, default=ROOT,
                         help="The flaskapp checkout to measure (default: this one).")
+    parser.add_argument("--gunicorn-args", default="",
+                        help="More gunicorn arguments for flaskapp's server, e.g. '--log-level warning' "
+                             "(no request log: what its line costs).")
+    parser.add_argument("--only-flaskapp", action="store_true", help="Skip the hello-world (no ratios).")
     parser.add_argument("--drive", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
@@ -123,8 +129,10 @@ def main() -> None:
     emulator = start_emulator(logs, 0.0, 1000.0, 1, cpus={1})
     results: dict[str, float] = {}
     try:
-        for hello, paths in ((True, HELLO), (False, FLASKAPP)):
-            server = _serve(logs, args.app_root.resolve(), f"{emulator.url}/v1", hello)
+        apps = ((False, FLASKAPP),) if args.only_flaskapp else ((True, HELLO), (False, FLASKAPP))
+        for hello, paths in apps:
+            server = _serve(logs, args.app_root.resolve(), f"{emulator.url}/v1", hello,
+                            () if hello else tuple(args.gunicorn_args.split()))
             try:
                 pid = server.worker_pids()[0]
                 for name, path in paths:
@@ -143,7 +151,7 @@ def main() -> None:
     print(f"| request | worker CPU per request | vs Flask hello-world |\n|---|---:|---:|")
     for name, cost in results.items():
         base = RATIOS.get(name)
-        ratio = f"{cost / results[base]:.2f}×" if base else "1"
+        ratio = f"{cost / results[base]:.2f}×" if base in results else ("1" if not base else "")
         print(f"| {name} | {cost * 1000:.3f} ms | {ratio} |")
 
 
