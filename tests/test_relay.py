@@ -3,6 +3,7 @@ import json
 from contextlib import nullcontext
 
 import pytest
+from flask import has_request_context
 
 from flaskapp.upstream.stream import ChatStream
 from flaskapp.errors import UpstreamError
@@ -176,9 +177,13 @@ def test_the_server_iterates_the_relays_body_itself_and_its_close_ends_the_strea
         response = relay.response(body, "text/plain")
         response.call_on_close(record.close)  # as requestlog.end does
     served = response(environ, lambda status, headers: None)
-    assert iter(served) is body  # no wrapper frames between the server and the relay
+    # No werkzeug wrapper between the server and the body: only stream_with_context's generator,
+    # which keeps the request context pushed while the body is iterated.
+    assert iter(served) is response.response and response.response is not body
     assert next(iter(served)) == b"Hello"
+    assert has_request_context()  # pushed again by the body, until it is closed
     served.close()
+    assert not has_request_context()
     assert upstream.closed and record.written and record.outcome == "client_disconnected"
 
 

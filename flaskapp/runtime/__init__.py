@@ -9,7 +9,12 @@ Each use of an internal, and why:
   times out would otherwise be logged as a traceback.
 - `gevent_io.readable_waiter()` uses a gevent socket's private `_wait(_read_event)`: waiting
   for a socket just emptied before reading it saves a failed recv (EAGAIN) and an
-  exception per token on the upstream read path.
+  exception per token on the upstream read path; once the wait says the socket is
+  readable, `upstream/httpbody.py` reads gevent's real socket (`_sock.recv`), one frame less.
+- `clientsocket.install()` also replaces `gunicorn.http.wsgi.Response` (which `wsgi.create`
+  makes for each HTTP/1 request) with `ChunkedResponse`: a chunked body's piece is one
+  format and one send instead of five calls; it relies on the response's `chunked`,
+  `headers_sent`, `sent`, `sock` and `write`, and sends the same bytes.
 - `guard.py` starts raw event-loop watchers (`hub.loop.io`, `loop.timer`,
   `loop.run_callback`) and throws into the request's greenlet: two watchers per request
   instead of a greenlet per request to notice a client leaving or an upstream going silent.
@@ -44,11 +49,12 @@ WRITTEN_FOR = {"gevent": "26.9.0", "gunicorn": "27.0.1"}
 # What to re-read in each package's new version before raising its pin.
 RECHECK = {
     "gevent": "gevent/_socketcommon.py and _socket3.py: socket.__slots__, _sock, _wait, _read_event, "
-              "send/sendall (clientsocket.py, gevent_io.py); the libev/libuv loop's io/timer/run_callback "
+              "send/sendall (clientsocket.py, gevent_io.py), _sock.recv after the wait (httpbody.py); the libev/libuv loop's io/timer/run_callback "
               "and loop.iteration (guard.py, pacer.py)",
     "gunicorn": "gunicorn/workers/ggevent.py and base_async.py: GeventWorker.handle (setblocking), "
                 "handle_request, timeout_ctx around the keep-alive wait, environ['gunicorn.socket'], "
-                "the post_worker_init hook (clientsocket.py, gunicorn.conf.py); base_async.py's max_requests "
+                "the post_worker_init hook (clientsocket.py, gunicorn.conf.py); gunicorn/http/wsgi.py's "
+                "Response (chunked, headers_sent, sent, sock, write) and create() (clientsocket.ChunkedResponse); base_async.py's max_requests "
                 "check and worker.nr/alive/ppid, arbiter.py's handle_ttin, manage_workers and reap_workers, "
                 "num_workers and WORKERS, the nworkers_changed/child_exit/on_reload hooks (recycle.py)",
 }

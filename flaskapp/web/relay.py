@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 from typing import Any, Callable, Iterator
 
-from flask import Response
+from flask import Response, stream_with_context
 
 from ..upstream.stream import ChatStream
 from ..upstream.events import sse_event, text_of
@@ -50,13 +50,13 @@ def encode_sse(pieces: list[bytes]) -> bytes:
 
 
 class StreamedResponse(Response):
-    """A relayed stream's response, whose body generator the server iterates itself.
+    """A relayed stream's response, whose `stream_with_context` generator the server iterates itself.
 
-    Werkzeug would resume three more frames for every piece (its closing iterator, its
-    check that each piece is bytes, and Flask's `stream_with_context` generator). The
-    relay's bodies yield bytes only and need no request context (the relay holds all they
-    use), so the server gets the generator as it is, and the response's `close` (which
-    closes the generator, then runs the close hooks) as the WSGI iterable's close.
+    Werkzeug would resume two more frames for every piece (its closing iterator and its
+    check that each piece is bytes). The relay's bodies yield bytes only, so the server gets
+    the generator as it is, and the response's `close` (which closes the generator, then
+    runs the close hooks) as the WSGI iterable's close. The request context stays pushed
+    while the body is iterated, as for any `stream_with_context` body.
     """
 
     def get_app_iter(self, environ: dict) -> Any:
@@ -116,7 +116,7 @@ class Relay:
         """The streamed response for one of this relay's bodies, whose close ends the upstream call."""
         # Run by the record's close, the response's one close hook (requestlog.end registers it).
         self.record.closers.append(self.close)
-        return StreamedResponse(body, content_type=content_type, headers=STREAM_HEADERS)
+        return StreamedResponse(stream_with_context(body), content_type=content_type, headers=STREAM_HEADERS)
 
     def text(self) -> Iterator[bytes]:
         """Plain text; a failure after the first byte aborts the connection."""
