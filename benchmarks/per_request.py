@@ -1,7 +1,7 @@
 """Per-request cost: flaskapp's worker CPU per request beside a Flask hello-world under the same worker.
 
     python benchmarks/per_request.py [--requests 2000] [--repeats 3] [--concurrency 50] [--app-root DIR]
-                                     [--gunicorn-args ARGS] [--only-flaskapp]
+                                     [--also DIR] [--gunicorn-args ARGS] [--only-flaskapp]
 
 Starts the emulator (CPU 1; first token at once, one-token answers) and, on CPU 0, one
 gunicorn gevent worker under flaskapp's `gunicorn.conf.py` for each app in turn: the
@@ -11,8 +11,10 @@ flaskapp's views) and flaskapp (`/healthz`, `/` and `/stream` with one-token ans
 on CPU 1 sends `--requests` requests per path, `--concurrency` in flight, each on its own
 connection (`Connection: close`, as a burst of new clients arrives). The worker's CPU is
 read from the kernel's nanosecond run time (/proc/<pid>/schedstat); each figure is the
-median of `--repeats` runs. `--app-root` measures flaskapp from another checkout (for a
-before/after comparison on one machine and one run).
+median of `--repeats` runs. Every server is up for the whole run and each repeat measures
+every path in turn, so a drift in the machine's speed touches every row alike. `--app-root`
+measures flaskapp from another checkout; `--also DIR` measures another checkout beside it,
+in the same run (before and after).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -116,6 +119,8 @@ def main() -> None:
     parser.add_argument("--gunicorn-args", default="",
                         help="More gunicorn arguments for flaskapp's server, e.g. '--log-level warning' "
                              "(no request log: what its line costs).")
+    parser.add_argument("--also", type=Path, action="append", default=[], metavar="DIR",
+                        help="Measure flaskapp from this checkout too, in the same run (before/after).")
     parser.add_argument("--only-flaskapp", action="store_true", help="Skip the hello-world (no ratios).")
     parser.add_argument("--drive", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -127,24 +132,35 @@ def main() -> None:
 
     logs = Path(tempfile.mkdtemp(prefix="per-request-"))
     emulator = start_emulator(logs, 0.0, 1000.0, 1, cpus={1})
-    results: dict[str, float] = {}
+    upstream = f"{emulator.url}/v1"
+    # (server, its rows): every server up at once, their paths measured in turn in each repeat,
+    # so that a drift of the machine's speed touches every row alike.
+    servers: list[tuple[Any, list[tuple[str, str]]]] = []
+    runs: dict[str, list[float]] = {}
     try:
-        apps = ((False, FLASKAPP),) if args.only_flaskapp else ((True, HELLO), (False, FLASKAPP))
-        for hello, paths in apps:
-            server = _serve(logs, args.app_root.resolve(), f"{emulator.url}/v1", hello,
-                            () if hello else tuple(args.gunicorn_args.split()))
-            try:
-                pid = server.worker_pids()[0]
-                for name, path in paths:
-                    _cost(server.port, pid, path, min(args.requests, 500), args.concurrency)  # warm up
-                    runs = [_cost(server.port, pid, path, args.requests, args.concurrency)
-                            for _ in range(args.repeats)]
-                    results[name] = statistics.median(runs)
-                    print(f"  {name}: " + ", ".join(f"{run * 1000:.3f}" for run in runs) + " ms", flush=True)
-            finally:
-                server.stop()
+        if not args.only_flaskapp:
+            servers.append((_serve(logs, ROOT, upstream, True), HELLO))
+        extra = tuple(args.gunicorn_args.split())
+        servers.append((_serve(logs, args.app_root.resolve(), upstream, False, extra), FLASKAPP))
+        for other in args.also:
+            rows = [(f"{name} [{other.name}]", path) for name, path in FLASKAPP]
+            RATIOS.update({f"{name} [{other.name}]": base for name, base in RATIOS.items() if name.startswith("flaskapp")})
+            servers.append((_serve(logs, other.resolve(), upstream, False, extra), rows))
+        for server, rows in servers:
+            for _, path in rows:
+                _cost(server.port, server.worker_pids()[0], path, min(args.requests, 500), args.concurrency)  # warm up
+        for _ in range(args.repeats):
+            for server, rows in servers:
+                for name, path in rows:
+                    cost = _cost(server.port, server.worker_pids()[0], path, args.requests, args.concurrency)
+                    runs.setdefault(name, []).append(cost)
     finally:
+        for server, _ in servers:
+            server.stop()
         emulator.stop()
+    results = {name: statistics.median(costs) for name, costs in runs.items()}
+    for name, costs in runs.items():
+        print(f"  {name}: " + ", ".join(f"{cost * 1000:.3f}" for cost in costs) + " ms")
 
     print(f"\n{args.requests} requests x {args.repeats} per path, {args.concurrency} in flight, "
           f"Connection: close; worker CPU (CPU 0), median\n")
