@@ -211,6 +211,8 @@ def assert_no_secret(*outputs: bytes | str) -> None:
 # -- the server's side ---------------------------------------------------------------------------
 
 def log_size(server: Process) -> int:
+    """Where the next request's lines will start: once every earlier line is written."""
+    server.settle_log()
     return server.log_path.stat().st_size
 
 

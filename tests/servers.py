@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flaskapp.loadtest.rig import Server, free_listener
+from flaskapp.ops.logformat import BufferedLines
 
 ROOT = Path(__file__).resolve().parent.parent
+LOG_SETTLE = BufferedLines.FLUSH_AFTER + 0.05  # seconds
 SECRET_KEY = "sk-test-secret-key-0123456789"  # the upstream key; never in a response or a log
 
 
@@ -44,7 +46,14 @@ class Process(Server):
     """A server the test started; unlike the experiment's, it stops gracefully and says how."""
 
     def log(self) -> str:
+        """The log as written, once the lines a gevent worker still holds are out."""
+        self.settle_log()
         return self.log_path.read_text(errors="replace")
+
+    def settle_log(self) -> None:
+        # A gevent worker writes its log lines in batches, each at most FLUSH_AFTER late
+        # (flaskapp/ops/logformat.py): wait that out, so a line reads as soon as its request ends.
+        time.sleep(LOG_SETTLE)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:  # the exit code
         if self.process.poll() is None:

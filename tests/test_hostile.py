@@ -201,6 +201,7 @@ def test_hostile(case: Case, endpoint_name: str, upstream: HostileUpstream, serv
     if logged is not None:
         records = _records(server, since)
         assert [(r["outcome"], r.get("error")) for r in records] == [logged], records
+    assert_no_secret(server.log()[since:])  # the request's own line too, written just now
 
 
 def _records(server: Process, since: int, timeout: float = 3.0) -> list[dict]:
