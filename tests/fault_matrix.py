@@ -8,26 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from http_checks import Aborted, Endpoint, ErrorChunk, ErrorEvent, Expect, Rejected
+from http_checks import Aborted, ErrorChunk, ErrorEvent, Expect, Rejected, endpoints
 
 # -- what a client sees: the shapes the hostile matrix uses too (tests/http_checks.py) ----
 
 
 # -- the endpoints -------------------------------------------------------------------------
 
-def _openai_body(stream: bool) -> dict:
-    return {"model": "gpt-4", "messages": [{"role": "user", "content": "fault"}], "max_tokens": 20,
-            "stream": stream}
-
-
-ENDPOINTS = {
-    "blocking": Endpoint("`GET /`", "GET", "/?prompt=fault&max_tokens=20"),
-    "text": Endpoint("`GET /stream` (text)", "GET", "/stream?prompt=fault&max_tokens=20"),
-    "sse": Endpoint("`GET /stream` (SSE)", "GET", "/stream?prompt=fault&max_tokens=20&format=sse"),
-    "openai": Endpoint("`POST /v1/chat/completions`", "POST", "/v1/chat/completions", _openai_body(False)),
-    "openai_stream": Endpoint("`POST /v1/chat/completions` stream", "POST", "/v1/chat/completions",
-                              _openai_body(True)),
-}
+# The endpoints every fault is run on: the hostile matrix's own, but for its POST / and HEAD /.
+ENDPOINTS = {name: endpoint for name, endpoint in endpoints("fault").items()
+             if name in ("blocking", "text", "sse", "openai", "openai_stream")}
 
 
 # -- the faults ------------------------------------------------------------------------------

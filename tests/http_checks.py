@@ -96,21 +96,28 @@ class Endpoint:
     body: dict | None = None
 
 
-def openai_body(stream: bool) -> dict:
-    return {"model": "gpt-4", "messages": [{"role": "user", "content": "hostile"}], "max_tokens": 20,
+def openai_body(stream: bool, prompt: str = "hostile") -> dict:
+    return {"model": "gpt-4", "messages": [{"role": "user", "content": prompt}], "max_tokens": 20,
             "stream": stream}
 
 
-ENDPOINTS = {
-    "blocking": Endpoint("`GET /`", "GET", "/?prompt=hostile&max_tokens=20"),
-    "text": Endpoint("`GET /stream` (text)", "GET", "/stream?prompt=hostile&max_tokens=20"),
-    "sse": Endpoint("`GET /stream` (SSE)", "GET", "/stream?prompt=hostile&max_tokens=20&format=sse"),
-    "openai": Endpoint("`POST /v1/chat/completions`", "POST", "/v1/chat/completions", openai_body(False)),
-    "openai_stream": Endpoint("`POST /v1/chat/completions` stream", "POST", "/v1/chat/completions",
-                              openai_body(True)),
-    "post_blocking": Endpoint("`POST /`", "POST", "/"),
-    "head": Endpoint("`HEAD /`", "HEAD", "/?prompt=hostile&max_tokens=20"),
-}
+def endpoints(prompt: str) -> dict[str, Endpoint]:
+    """Every endpoint a matrix drives, each asking for `prompt` (20 tokens)."""
+    query = f"prompt={prompt}&max_tokens=20"
+    return {
+        "blocking": Endpoint("`GET /`", "GET", f"/?{query}"),
+        "text": Endpoint("`GET /stream` (text)", "GET", f"/stream?{query}"),
+        "sse": Endpoint("`GET /stream` (SSE)", "GET", f"/stream?{query}&format=sse"),
+        "openai": Endpoint("`POST /v1/chat/completions`", "POST", "/v1/chat/completions",
+                           openai_body(False, prompt)),
+        "openai_stream": Endpoint("`POST /v1/chat/completions` stream", "POST", "/v1/chat/completions",
+                                  openai_body(True, prompt)),
+        "post_blocking": Endpoint("`POST /`", "POST", "/"),
+        "head": Endpoint("`HEAD /`", "HEAD", f"/?{query}"),
+    }
+
+
+ENDPOINTS = endpoints("hostile")
 
 
 @dataclass
