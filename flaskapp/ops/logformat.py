@@ -122,8 +122,9 @@ class BufferedLines(logging.StreamHandler):
             self.release()
 
     def _add(self, line: str, level: int) -> None:
-        self._pending.append(line + self.terminator)
-        self._size += len(line) + 1
+        line += self.terminator
+        self._pending.append(line)
+        self._size += len(line)
         if level < logging.WARNING and self._size < self.MAX_PENDING:
             if self._scheduled:
                 return

@@ -162,11 +162,15 @@ def _common(incoming: Request, config: Any, record: RequestRecord) -> dict[str, 
     return body
 
 
+def _require_text(body: dict[str, Any], name: str) -> None:
+    value = body.get(name)
+    if not (isinstance(value, str) or (isinstance(value, list) and value)):
+        raise InvalidRequest(f"'{name}' must be a string or a non-empty array.", param=name)
+
+
 def _checked_completion(incoming: Request, config: Any, record: RequestRecord) -> dict[str, Any]:
     body = _common(incoming, config, record)
-    prompt = body.get("prompt")
-    if not (isinstance(prompt, str) or (isinstance(prompt, list) and prompt)):
-        raise InvalidRequest("'prompt' must be a string or a non-empty array.", param="prompt")
+    _require_text(body, "prompt")
     check_sampling(body, config)
     return body
 
@@ -175,17 +179,13 @@ def _checked_embedding(incoming: Request, config: Any, record: RequestRecord) ->
     body = _common(incoming, config, record)
     if "stream" in body:
         raise InvalidRequest("Embeddings are never streamed: remove 'stream'.", param="stream")
-    text = body.get("input")
-    if not (isinstance(text, str) or (isinstance(text, list) and text)):
-        raise InvalidRequest("'input' must be a string or a non-empty array.", param="input")
+    _require_text(body, "input")
     return body
 
 
 def _checked_response(incoming: Request, config: Any, record: RequestRecord) -> dict[str, Any]:
     body = _common(incoming, config, record)
-    given = body.get("input")
-    if not (isinstance(given, str) or (isinstance(given, list) and given)):
-        raise InvalidRequest("'input' must be a string or a non-empty array.", param="input")
+    _require_text(body, "input")
     limit, tokens = config["MAX_TOKENS_LIMIT"], body.get("max_output_tokens")
     if tokens is not None and (type(tokens) is not int or not 1 <= tokens <= limit):
         raise InvalidRequest(f"'max_output_tokens' must be an integer between 1 and {limit}.",
