@@ -22,6 +22,9 @@ _NOT_FINISHED = b'"finish_reason":null'
 _CHOICE_0 = b'"index":0,"delta":{'
 _CHOICE_0_LENGTH = len(_CHOICE_0)
 
+# `json.dumps` with any option builds a new encoder per call: one, made once.
+compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
 
 class MalformedChunk(ValueError):
     """The upstream sent an event that is not a chat-completion chunk (the message quotes none of it)."""
@@ -196,7 +199,7 @@ def text_of(literal: bytes) -> bytes:
 
 def sse_event(data: object, event: str | None = None) -> bytes:
     head = f"event: {event}\n".encode() if event else b""
-    return head + b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+    return head + b"data: " + compact_json(data).encode() + b"\n\n"
 
 
 class CompletionParser(ChunkParser):

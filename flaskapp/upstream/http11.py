@@ -30,6 +30,7 @@ from typing import Callable
 
 import httpx2
 
+from ..runtime.gevent_io import readable_waiter
 from .httpbody import READ_SIZE, Body, MalformedResponse
 
 __all__ = ["Body", "ConnectionPool", "MalformedResponse", "Origin", "proxy_variable"]
@@ -49,10 +50,38 @@ Origin = tuple[str, str, int]  # scheme, host, port
 
 
 class _Connection:
-    __slots__ = ("sock", "origin", "buffer", "reused")
+    __slots__ = ("sock", "origin", "buffer", "reused", "wait_readable", "recv_ready", "send_now")
 
     def __init__(self, sock: socket.socket, origin: Origin) -> None:
         self.sock, self.origin, self.buffer, self.reused = sock, origin, b"", False
+        # Under gevent (plain sockets), a read the connection knows must wait waits first, then
+        # reads gevent's real socket, and a request is one send() on it: no failed read
+        # (EAGAIN) and exception, and none of gevent's sendall set-up, per request or token.
+        self.wait_readable = readable_waiter(sock)  # None without gevent, and for TLS
+        real = sock._sock if self.wait_readable is not None else None  # type: ignore[attr-defined]
+        self.recv_ready = real.recv if real is not None else sock.recv
+        self.send_now = real.send if real is not None else None
+
+    def send(self, data: bytes) -> None:
+        """All of `data`, within the socket's timeout."""
+        sent = 0
+        if self.send_now is not None:
+            try:
+                sent = self.send_now(data)
+            except BlockingIOError:
+                pass
+        if sent < len(data):
+            self.sock.sendall(data[sent:] if sent else data)
+
+    def recv_answer(self) -> bytes:
+        """A read the connection expects to wait for (an answer's head): waits, then reads."""
+        if self.wait_readable is None:
+            return self.sock.recv(READ_SIZE)
+        self.wait_readable()  # raises socket.timeout past the socket's timeout
+        try:
+            return self.recv_ready(READ_SIZE)
+        except BlockingIOError:  # woken with nothing to read after all
+            return self.sock.recv(READ_SIZE)
 
     def alive(self) -> bool:
         """An idle keep-alive connection is usable while it has nothing to read (no EOF)."""
@@ -117,9 +146,11 @@ class ConnectionPool:
                 connection = self._connect(origin, _within(timeouts.get("connect"), deadline, httpx2.ConnectTimeout))
             try:
                 connection.sock.settimeout(_within(timeouts.get("write"), deadline))
-                connection.sock.sendall(head + body if len(body) < 65536 else head)
-                if len(body) >= 65536:
-                    connection.sock.sendall(body)
+                if len(body) < 65536:
+                    connection.send(head + body)
+                else:
+                    connection.send(head)
+                    connection.send(body)
                 for _ in range(MAX_INTERIM + 1):
                     status, reason, headers = self._read_head(connection, timeouts.get("read"), deadline)
                     if not 100 <= status < 200:
@@ -207,7 +238,7 @@ class ConnectionPool:
                 raise MalformedResponse("response head too large")
             searched = max(len(data) - 3, 0)  # a head dripped a byte a read is still scanned once
             connection.sock.settimeout(_within(read_timeout, deadline))
-            more = connection.sock.recv(READ_SIZE)
+            more = connection.recv_answer()
             if not more:
                 if not data and connection.reused:
                     raise _StaleConnection()

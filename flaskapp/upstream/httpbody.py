@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import httpx2
 
-from ..runtime.gevent_io import readable_waiter
-
 if TYPE_CHECKING:
     from .http11 import _Connection
 
@@ -86,11 +84,10 @@ class Body:
         self._emptied_at = -FRESH  # when a read last emptied the socket (monotonic); long ago: none did
         self._sock = sock = connection.sock
         self._deadline, self._read_timeout = deadline, sock.gettimeout()
-        self._wait_readable = readable_waiter(sock)  # None without gevent, and for TLS
-        self._waits = self._wait_readable is not None
         # Once the wait says the socket is readable, the read goes to the real socket under
         # gevent's (its `_sock`, as runtime/clientsocket.py writes): one frame less per read.
-        self._recv_ready = sock._sock.recv if self._waits else sock.recv
+        self._wait_readable, self._recv_ready = connection.wait_readable, connection.recv_ready
+        self._waits = self._wait_readable is not None  # None without gevent, and for TLS
 
     def __iter__(self) -> Iterator[bytes]:
         # The decoder itself, not a generator around it: one generator resumed per read.

@@ -17,7 +17,6 @@ the caller maps (client.py, stream.py), so both transports fail alike.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Iterator, NamedTuple, Protocol
 
 import httpx2
@@ -25,6 +24,7 @@ import openai
 
 from ..config import ConfigError
 from ..errors import UpstreamError, UpstreamTimeout, from_openai, from_status, malformed, unreachable
+from .events import compact_json
 from .http11 import ConnectionPool, MalformedResponse, Origin, proxy_variable
 
 CHAT_COMPLETIONS = "/chat/completions"
@@ -57,7 +57,7 @@ class LeanTransport:
 
     def send(self, body: dict[str, Any], *, read_timeout: float | None,
              deadline: float | None = None, path: str = CHAT_COMPLETIONS) -> Answer:
-        payload = json.dumps(body, separators=(",", ":")).encode()
+        payload = compact_json(body).encode()
         head = self._head if path is CHAT_COMPLETIONS else self._heads[path]
         timeouts = {"connect": self._connect_timeout, "write": self._connect_timeout, "read": read_timeout}
         try:
