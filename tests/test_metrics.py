@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from flaskapp.ops.metrics import FLUSH_AFTER
 from gateway import make_app
 from servers import Emulator, Process, raw_request, request, start_emulator, start_gunicorn, stream, upstream_env
 
@@ -45,6 +46,9 @@ def server(tmp_path_factory, emulator, metrics_dir) -> Process:
 
 
 def scrape(server: Process) -> dict[tuple, float]:
+    """Every worker's samples, as a scrape finds them once each has written its last requests'
+    (a worker sums them for up to `FLUSH_AFTER` before writing; the one answering writes its own first)."""
+    time.sleep(FLUSH_AFTER + 0.05)
     status, headers, body = request("GET", f"{server.url}/metrics", headers=AUTH)
     assert status == 200 and headers["content-type"].startswith("text/plain; version=")
     return {(s.name, frozenset(s.labels.items())): s.value
@@ -205,3 +209,25 @@ def test_openmetrics_when_the_scraper_asks_for_it():
     response = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
     assert response.get_data().endswith(b"# EOF\n") and b"flaskapp_requests_total" in response.get_data()
+
+
+def test_observations_summed_before_writing_are_written_as_one_at_a_time_would_be():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from flaskapp.ops.metrics import _Pending
+
+    registry = CollectorRegistry()
+    histogram = Histogram("t", "test", ["way"], buckets=(0.1, 0.5, 1, 5), registry=registry)
+    values = [0.0, 0.05, 0.1, 0.1000001, 0.5, 0.7, 1, 4.99, 5, 5.01, 1e9]
+    pending = _Pending()
+    pending.scheduled = True  # nothing written until flushed
+    for value in values:
+        histogram.labels("one at a time").observe(value)
+        pending.observe(histogram, ("summed",), value)
+    assert registry.get_sample_value("t_count", {"way": "summed"}) is None
+    pending.flush()
+    for sample in ("t_bucket", "t_count", "t_sum"):
+        for le in ("0.1", "0.5", "1.0", "5.0", "+Inf") if sample == "t_bucket" else (None,):
+            labels = {"le": le} if le else {}
+            assert (registry.get_sample_value(sample, {"way": "summed", **labels})
+                    == registry.get_sample_value(sample, {"way": "one at a time", **labels}))

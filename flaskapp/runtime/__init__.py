@@ -1,4 +1,4 @@
-"""What flaskapp asks of gevent and gunicorn beyond their public APIs, gathered here.
+"""What flaskapp asks of gevent, gunicorn and prometheus_client beyond their public APIs, gathered here.
 
 Each use of an internal, and why:
 
@@ -36,6 +36,11 @@ Each use of an internal, and why:
   `child_exit` and `on_reload` hooks. gunicorn itself forks the replacement only after the
   old worker has drained and exited, leaving nothing accepting meanwhile with one worker.
 
+- `ops/metrics.py` writes a histogram's summed observations through its `_upper_bounds`
+  and its child's `_sum` and `_buckets` (prometheus_client has no public way to add many
+  observations at once): a gevent worker writes its metrics every tenth of a second, not
+  eleven locked file writes per request.
+
 `WRITTEN_FOR` names the versions these were written against; tests/test_runtime.py fails
 on any other, naming what to re-check. Only the standard library is imported at this
 level: gunicorn's master imports `runtime.embedded` before any worker exists.
@@ -44,7 +49,7 @@ from __future__ import annotations
 
 from typing import Any
 
-WRITTEN_FOR = {"gevent": "26.9.0", "gunicorn": "27.0.1"}
+WRITTEN_FOR = {"gevent": "26.9.0", "gunicorn": "27.0.1", "prometheus_client": "0.26.0"}
 
 # What to re-read in each package's new version before raising its pin.
 RECHECK = {
@@ -57,6 +62,8 @@ RECHECK = {
                 "Response (chunked, headers_sent, sent, sock, write) and create() (clientsocket.ChunkedResponse); base_async.py's max_requests "
                 "check and worker.nr/alive/ppid, arbiter.py's handle_ttin, manage_workers and reap_workers, "
                 "num_workers and WORKERS, the nworkers_changed/child_exit/on_reload hooks (recycle.py)",
+    "prometheus_client": "prometheus_client/metrics.py: Histogram._upper_bounds, its children's _sum and "
+                         "_buckets and what observe() does with them (ops/metrics.py, _Pending.flush)",
 }
 
 
