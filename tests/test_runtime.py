@@ -45,3 +45,19 @@ def test_the_waiter_is_gevents_for_plain_sockets_only():
     finally:
         for sock in (plain, other, ours, theirs):
             sock.close()
+
+
+def test_the_process_id_is_read_again_in_a_forked_child():
+    import os
+
+    from flaskapp.runtime import process
+
+    parent = os.getpid()
+    assert process.pid() == parent
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: say whether its id is its own, and leave at once
+        os.write(write, b"1" if process.pid() == os.getpid() != parent else b"0")
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert os.read(read, 1) == b"1"

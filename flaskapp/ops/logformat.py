@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from typing import Any
 
 from gunicorn import glogging
 from pythonjsonlogger.json import JsonFormatter
 
+from ..runtime import process
 from ..runtime.gevent_io import call_later
 
 FIELDS = ["asctime", "levelname", "name", "process", "message"]
@@ -114,7 +114,7 @@ class BufferedLines(logging.StreamHandler):
     def write_fields(self, fields: dict[str, Any], logger: str) -> None:
         """An INFO line of `fields` from `logger`, formatted by our `JsonLines` with no `LogRecord`
         (see `direct_handler`)."""
-        line = self.formatter.line(fields, "INFO", logger, os.getpid(), time.time())  # type: ignore[union-attr]
+        line = self.formatter.line(fields, "INFO", logger, process.pid(), time.time())  # type: ignore[union-attr]
         self.acquire()
         try:
             self._add(line, logging.INFO)

@@ -36,6 +36,7 @@ from .stream import ChatStream
 from .events import ChunkParser
 from .transport import CHAT_COMPLETIONS, HttpxTransport, LeanTransport, Transport, refuse_proxies
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, malformed, too_large, unreadable
+from ..runtime import process
 from ..runtime.guard import Guard, UpstreamSilent
 
 T = TypeVar("T")
@@ -102,14 +103,14 @@ class Upstream:
         return self._made()[1]
 
     def _made(self) -> tuple[openai.OpenAI, Transport]:
-        if self._client is None or self._pid != os.getpid():
+        if self._client is None or self._pid != process.pid():
             # The client's platform headers run `uname` in a subprocess, which yields under
             # gevent: without the lock every request of a first burst would run its own.
             # The lock is made in this process, so that it is gevent's where gevent patched.
-            if self._client_lock[0] != os.getpid():
-                self._client_lock = (os.getpid(), threading.Lock())
+            if self._client_lock[0] != process.pid():
+                self._client_lock = (process.pid(), threading.Lock())
             with self._client_lock[1]:
-                if self._client is None or self._pid != os.getpid():
+                if self._client is None or self._pid != process.pid():
                     self._make_client()
         return self._client, self._transport
 
@@ -126,7 +127,7 @@ class Upstream:
                                             max_idle_per_origin=s.max_connections)
         else:
             self._transport = HttpxTransport(client, connect_timeout=s.connect_timeout)
-        self._client, self._pid = client, os.getpid()
+        self._client, self._pid = client, process.pid()
 
     def complete(self, body: dict[str, Any], guard: Guard, path: str = CHAT_COMPLETIONS) -> bytes:
         """The upstream's JSON answer to a blocking call to `path`, as the bytes it sent."""
