@@ -92,21 +92,14 @@ class BufferedLines(logging.StreamHandler):
     (or until `MAX_PENDING` characters wait); a WARNING or worse is written at once, after
     what waited before it. Where gevent's loop is not running (gunicorn's master) every line
     is written at once; at exit, logging's shutdown writes what still waits.
-
-    A request's line (`write_fields`) waits as its fields and is formatted with the others
-    when they are written: the same work, but done in one loop while the encoder is hot in
-    the processor's caches, rather than between each request's other work, costs a busy
-    worker less than half as much.
     """
 
     FLUSH_AFTER = 0.05  # seconds
     MAX_PENDING = 64 * 1024  # characters
-    FIELDS_SIZE = 512  # characters a request's waiting fields count for: about its line's size
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
-        # Lines, and request lines' fields still to format: (fields, logger, pid, time).
-        self._pending: list[str | tuple[dict[str, Any], str, int, float]] = []
+        self._pending: list[str] = []
         self._size = 0
         self._scheduled = False
 
@@ -121,19 +114,17 @@ class BufferedLines(logging.StreamHandler):
     def write_fields(self, fields: dict[str, Any], logger: str) -> None:
         """An INFO line of `fields` from `logger`, formatted by our `JsonLines` with no `LogRecord`
         (see `direct_handler`)."""
+        line = self.formatter.line(fields, "INFO", logger, process.pid(), time.time())  # type: ignore[union-attr]
         self.acquire()
         try:
-            self._add((fields, logger, process.pid(), time.time()), logging.INFO)
+            self._add(line, logging.INFO)
         finally:
             self.release()
 
-    def _add(self, line: str | tuple[dict[str, Any], str, int, float], level: int) -> None:
-        if type(line) is str:
-            line += self.terminator
-            self._size += len(line)
-        else:
-            self._size += self.FIELDS_SIZE
+    def _add(self, line: str, level: int) -> None:
+        line += self.terminator
         self._pending.append(line)
+        self._size += len(line)
         if level < logging.WARNING and self._size < self.MAX_PENDING:
             if self._scheduled:
                 return
@@ -146,16 +137,13 @@ class BufferedLines(logging.StreamHandler):
         self.acquire()
         try:
             if self._pending:
-                text = "".join([item if type(item) is str else self._line_of(*item) for item in self._pending])
+                text = "".join(self._pending)
                 self._pending.clear()
                 self._size = 0
                 self.stream.write(text)
             super().flush()
         finally:
             self.release()
-
-    def _line_of(self, fields: dict[str, Any], logger: str, pid: int, created: float) -> str:
-        return self.formatter.line(fields, "INFO", logger, pid, created) + self.terminator  # type: ignore[union-attr]
 
     def _flush_due(self) -> None:  # from the event loop
         self._scheduled = False

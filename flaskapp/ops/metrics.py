@@ -101,15 +101,11 @@ def _child(metric: Any, *values: str) -> Any:
 
 FLUSH_AFTER = 0.1  # seconds an observation may wait, summed with others, before it is written
 
-
 class _Pending:
-    """Observations not yet written: finished requests' facts, still to count; an amount per
-    counter or gauge series, and per histogram series its sum and a count per bucket
-    (prometheus_client's: `value <= bound`). Requests are counted all together when written,
-    in one loop that finds its code and data in the processor's caches."""
+    """Observations not yet written: an amount per counter or gauge series, and per histogram
+    series its sum and a count per bucket (prometheus_client's: `value <= bound`)."""
 
     def __init__(self) -> None:
-        self.requests: list[tuple] = []
         self.amounts: dict[tuple, float] = {}
         self.histograms: dict[tuple, list[float]] = {}
         self.scheduled = False
@@ -139,9 +135,6 @@ class _Pending:
         child's `_sum` and `_buckets` (prometheus_client's internals, pinned in runtime.WRITTEN_FOR):
         it has no public way to add many observations at once."""
         self.scheduled = False
-        requests, self.requests = self.requests, []
-        for facts in requests:
-            _count(*facts)
         amounts, self.amounts = self.amounts, {}
         histograms, self.histograms = self.histograms, {}
         for (metric, labels), amount in amounts.items():
@@ -161,38 +154,34 @@ atexit.register(flush)
 
 
 def observe(record: RequestRecord, **_: object) -> None:
-    """Note one finished request (a `request_finished` receiver), to count when written."""
-    _pending.requests.append((record.route, record.status or 0, record.outcome, record.error, record.model,
-                              record.total_time, record.time_to_first_byte, record.time_to_first_token,
-                              record.tokens, record.prompt_tokens, record.chunks))
-    _pending.due()
-
-
-def _count(route: str, status: int, outcome: str | None, error: str | None, model: str | None,
-           total_time: float | None, first_byte: float | None, first_token: float | None,
-           tokens: int | None, prompt_tokens: int | None, chunks: int) -> None:
-    model = model if model in _LABELLED_MODELS else ""
+    """Count one finished request (a `request_finished` receiver)."""
+    route, status = record.route, record.status or 0
+    model = record.model if record.model in _LABELLED_MODELS else ""
     pending, by_route = _pending, (route, model)
-    pending.add(REQUESTS, (route, str(status), outcome or "", model))
+    pending.add(REQUESTS, (route, str(status), record.outcome or "", model))
+    total_time = record.total_time
     if total_time is not None:
         pending.observe(DURATION, by_route, total_time)
     if status < 400:
-        if first_byte is not None:
-            pending.observe(TIME_TO_FIRST_BYTE, by_route, first_byte)
+        if record.time_to_first_byte is not None:
+            pending.observe(TIME_TO_FIRST_BYTE, by_route, record.time_to_first_byte)
+        first_token = record.time_to_first_token
         if first_token is not None:
             pending.observe(TIME_TO_FIRST_TOKEN, by_route, first_token)
-            if (tokens or 0) > 1 and total_time is not None:
+            tokens = record.tokens or 0
+            if tokens > 1 and total_time is not None:
                 pending.observe(TIME_PER_OUTPUT_TOKEN, by_route, (total_time - first_token) / (tokens - 1))
-    if prompt_tokens:
-        pending.add(PROMPT_TOKENS, by_route, prompt_tokens)
-    if tokens:
-        pending.add(TOKENS, (route, "stream" if chunks else "blocking", model), tokens)
-    if outcome == CLIENT_DISCONNECTED:
+    if record.prompt_tokens:
+        pending.add(PROMPT_TOKENS, by_route, record.prompt_tokens)
+    if record.tokens:
+        pending.add(TOKENS, (route, "stream" if record.chunks else "blocking", model), record.tokens)
+    if record.outcome == CLIENT_DISCONNECTED:
         pending.add(CLIENT_DISCONNECTS, (route,))
-    elif outcome == UPSTREAM_ERROR:
-        pending.add(UPSTREAM_ERRORS, (error or "unknown",))
-    elif outcome == REJECTED and status == 429:
+    elif record.outcome == UPSTREAM_ERROR:
+        pending.add(UPSTREAM_ERRORS, (record.error or "unknown",))
+    elif record.outcome == REJECTED and status == 429:
         pending.add(RATE_LIMITED, (route,))
+    pending.due()
 
 
 @bp.route("/metrics")
