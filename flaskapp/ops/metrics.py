@@ -101,6 +101,7 @@ def _child(metric: Any, *values: str) -> Any:
 
 FLUSH_AFTER = 0.1  # seconds an observation may wait, summed with others, before it is written
 
+
 class _Pending:
     """Observations not yet written: an amount per counter or gauge series, and per histogram
     series its sum and a count per bucket (prometheus_client's: `value <= bound`)."""

@@ -22,8 +22,17 @@ _NOT_FINISHED = b'"finish_reason":null'
 _CHOICE_0 = b'"index":0,"delta":{'
 _CHOICE_0_LENGTH = len(_CHOICE_0)
 
-# `json.dumps` with any option builds a new encoder per call: one, made once.
-compact_json = json.JSONEncoder(separators=(",", ":")).encode
+# `json.dumps` with any option builds a new encoder per call: one, made once. Nothing it
+# writes can refer to itself (request bodies parsed by json.loads, or made here), so it
+# does not look for cycles.
+compact_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+_decode = json.JSONDecoder().decode
+
+
+def _load(payload: bytes) -> object:
+    """`json.loads` of an event's UTF-8 payload, without its search for another encoding first
+    (SSE is UTF-8). Bytes that are not UTF-8 raise UnicodeDecodeError, a ValueError, as there."""
+    return _decode(payload.decode("utf-8", "surrogatepass"))
 
 
 class MalformedChunk(ValueError):
@@ -137,7 +146,7 @@ class ChunkParser:
             self.done = True
             return None
         try:
-            chunk = json.loads(payload)
+            chunk = _load(payload)
         except (ValueError, RecursionError):
             raise MalformedChunk("not JSON, or nested too deep") from None
         if not isinstance(chunk, dict):
@@ -238,7 +247,7 @@ class ResponsesParser(ChunkParser):
 
     def _parse(self, payload: bytes) -> bytes | None:
         try:
-            event = json.loads(payload)
+            event = _load(payload)
         except (ValueError, RecursionError):
             raise MalformedChunk("not JSON, or nested too deep") from None
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
