@@ -133,6 +133,17 @@ def key_error_split(conn: Conn, stream: bool, content_first: bool = False) -> No
     conn.end()
 
 
+def key_in_ending(conn: Conn, stream: bool) -> None:
+    """A whole answer whose finish reason and usage, the events after its content, quote the key."""
+    conn.head("200 OK", "Connection: close")
+    conn.chunk(b"".join(event(word) for word in ANSWER))
+    conn.pause(0.1)  # so the content is out before the ending comes
+    conn.chunk(event(finish=KEY_MESSAGE) + b"data: " + json.dumps(
+        {"id": "chatcmpl-h", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 5, "note": KEY_MESSAGE}},
+        separators=COMPACT).encode() + b"\n\n" + DONE)
+    conn.end()
+
+
 def big_chunk(conn: Conn, stream: bool) -> None:
     size = 40_000_000
     conn.head(stream=stream)
@@ -221,6 +232,7 @@ MODES: dict[str, Mode] = {
     "answer": answer,
     "key_error_split": key_error_split,
     "key_error_split_after_content": lambda conn, stream: key_error_split(conn, stream, content_first=True),
+    "key_in_ending": key_in_ending,
     "big_chunk": big_chunk,
     "long_line": long_line,
     "drip": drip,

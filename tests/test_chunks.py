@@ -195,3 +195,52 @@ def test_the_byte_search_agrees_with_the_json_parse_wherever_it_answers(line):
     if fast is not None:  # None: the byte search leaves the line to the parse
         assert (json.loads(fast) if fast else None) == (json.loads(exact) if exact else None)
     assert ChunkParser().feed(line + b"\n\n") == ([exact] if exact else [])
+
+
+@pytest.mark.parametrize("line", [
+    # The ends of a stream as OpenAI, the emulator, vLLM and llama.cpp send them.
+    b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","service_tier":"default",'
+    b'"system_fingerprint":"fp","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],'
+    b'"usage":null,"obfuscation":"x"}',
+    b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},'
+    b'"finish_reason":"length"}]}',
+    b'data: {"id":"c","choices":[],"usage":{"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}',
+    b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6,'
+    b'"prompt_tokens_details":{"cached_tokens":0}},"obfuscation":"y"}',
+    b'data: {"id":"c","choices":[{"index":0,"delta":{"content":""},"logprobs":null,"finish_reason":"stop",'
+    b'"stop_reason":null}]}',
+    b'data: {"choices":[{"finish_reason":"stop","index":0,"delta":{}}],"model":"m"}',
+    b"data: [DONE]",
+    # Shapes the byte search must leave to the parse.
+    b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}',
+    b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"},{"index":1,"delta":{},"finish_reason":"stop"}]}',
+    b'data: {"choices":[{"index":1,"delta":{},"finish_reason":"stop"},{"index":0,"delta":{},"finish_reason":"length"}]}',
+    b'data: {"choices":[],"usage":{"prompt_tokens":1},"error":{"message":"late"}}',
+    b'data: {"choices":[],"usage":{"prompt_tokens":1,}}',
+    b'data: {"choices":[],"usage":{"prompt_tokens":1}',
+    b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"Stop!"}]}',
+    b"data: [DONE] and more",
+], ids=["openai finish", "emulator finish", "emulator usage", "openai usage", "vllm finish", "llama.cpp finish",
+        "done", "usage in the finish", "two choices", "choice 0 second", "error beside usage", "usage not JSON",
+        "cut short", "not a word", "done and more"])
+def test_the_ends_of_a_stream_read_by_byte_search_are_what_the_parse_reads(line):
+    fast, exact = ChunkParser(), ChunkParser()
+    taken = fast._ending(line)
+    try:
+        exact._parse(line[5:])
+    except MalformedChunk:  # as for content (`_standard`), agreement is owed on JSON only; still
+        assert not taken or fast.finish_reason.isidentifier()  # at most a word was taken
+        return
+    if taken:
+        assert ((fast.finish_reason, fast.usage, fast.done, fast.error)
+                == (exact.finish_reason, exact.usage, exact.done, exact.error))
+    full = ChunkParser()  # and as a read of its own: no content, the same state
+    assert full.feed(line + b"\n\n") == []
+    assert (full.finish_reason, full.usage, full.done, full.error) == (exact.finish_reason, exact.usage, exact.done, exact.error)
+
+
+def test_a_responses_stream_is_parsed_whole_even_where_it_looks_like_chat():
+    from flaskapp.upstream.events import ResponsesParser
+
+    with pytest.raises(MalformedChunk):
+        ResponsesParser().feed(b"data: [DONE]\n\n")  # not a Responses event: never an end

@@ -14,6 +14,7 @@ the rest waits, as a list of pieces so that a long event costs linear time, and 
 from __future__ import annotations
 
 import json
+import re
 
 MAX_EVENT_BYTES = 1024 * 1024  # an incomplete event longer than this is not a chat-completion chunk
 
@@ -21,6 +22,9 @@ _CONTENT = b'"content":"'
 _NOT_FINISHED = b'"finish_reason":null'
 _CHOICE_0 = b'"index":0,"delta":{'
 _CHOICE_0_LENGTH = len(_CHOICE_0)
+# Choice 0 finished, its delta empty, and the last choice (the array closes after it); OpenAI's
+# own adds its null logprobs. A byte search: within a JSON string the quotes would be escaped.
+_FINISHED = re.compile(rb'"index":0,"delta":\{\},(?:"logprobs":null,)?"finish_reason":"([a-z_]{1,40})"\}\]')
 
 # `json.dumps` with any option builds a new encoder per call: one, made once. Nothing it
 # writes can refer to itself (request bodies parsed by json.loads, or made here), so it
@@ -72,7 +76,7 @@ class ChunkParser:
         if data.find(b"\n") == len(data) - 2 and data.startswith(b"data:"):
             # The common case: one event of one `data:` line (its blank line changes no search).
             literal = _standard(data)
-            if literal is None:
+            if literal is None and not self._ending(data):
                 literal = self._parse(data[5:-2])
             if literal:
                 self.chunks += 1
@@ -85,7 +89,7 @@ class ChunkParser:
                     self._fields(event, found)
                 continue
             literal = _standard(event)
-            if literal is None:
+            if literal is None and not self._ending(event):
                 literal = self._parse(event[5:])
             if literal:
                 found.append(literal)
@@ -139,6 +143,20 @@ class ChunkParser:
             literal = self._parse(b"\n".join([line[6:] if line[5:6] == b" " else line[5:] for line in lines]))
         if literal:
             found.append(literal)
+
+    def _ending(self, line: bytes) -> bool:
+        """Whether `line` was `[DONE]`, or choice 0's finish reason (a word) with an empty delta,
+        the last choice, and no usage or error beside it: read here by byte searches, as every
+        stream ends with them. False: not one of those (or not certainly), for `_parse`."""
+        if line.startswith(b"data: [DONE]") and not line[12:].strip():
+            self.done = True
+            return True
+        finished = _FINISHED.search(line)
+        if (finished is None or line.find(b'"usage":{') >= 0 or line.find(b'"error"') >= 0
+                or not line.rstrip().endswith(b"}")):
+            return False
+        self.finish_reason = finished.group(1).decode()
+        return True
 
     def _parse(self, payload: bytes) -> bytes | None:
         payload = payload.strip()
@@ -244,6 +262,9 @@ class ResponsesParser(ChunkParser):
     @property
     def complete(self) -> bool:
         return self.error is None and self.done
+
+    def _ending(self, line: bytes) -> bool:
+        return False  # no chat-completion shapes here: every event is parsed whole
 
     def _parse(self, payload: bytes) -> bytes | None:
         try:

@@ -155,7 +155,9 @@ class Relay:
                 record.bytes += len(out)
                 yield out
             if done is not None:
-                out = done()
+                out = done()  # it quotes the upstream's finish reason and usage: searched like the rest
+                if key is not None and out.find(key) >= 0:
+                    raise UpstreamError(_KEY_SEEN)
                 record.bytes += len(out)
                 yield out
             self._finish(COMPLETED)
