@@ -41,6 +41,17 @@ def test_the_client_leaving_interrupts_a_wait(pair, guarded):
     assert guard.gone and not guard.waiting
 
 
+def test_the_client_is_watched_only_once_the_request_has_lasted_a_moment(pair, guarded):
+    guard = guarded()
+    pair[1].close()  # gone at once: noticed when the watch starts, WATCH_AFTER in
+    started = time.monotonic()
+    with pytest.raises(ClientGone):
+        with guard.awaiting():
+            assert guard._readable is None  # a short request registers nothing with epoll
+            gevent.sleep(5)
+    assert SocketGuard.WATCH_AFTER - 0.02 < time.monotonic() - started < SocketGuard.WATCH_AFTER + 0.5
+
+
 def test_the_client_leaving_outside_a_wait_interrupts_nothing_until_the_next_wait(pair, guarded):
     guard = guarded()
     pair[1].close()
