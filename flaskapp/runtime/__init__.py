@@ -1,4 +1,4 @@
-"""What flaskapp asks of gevent, gunicorn and prometheus_client beyond their public APIs, gathered here.
+"""What flaskapp asks of gevent, gunicorn, prometheus_client and werkzeug beyond their public APIs, gathered here.
 
 Each use of an internal, and why:
 
@@ -41,6 +41,9 @@ Each use of an internal, and why:
   observations at once): a gevent worker writes its metrics every tenth of a second, not
   eleven locked file writes per request.
 
+- `web/relay.py` sets a stream's constant headers as werkzeug's `Headers._list`, rather than
+  having each checked for line breaks on every response.
+
 `WRITTEN_FOR` names the versions these were written against; tests/test_runtime.py fails
 on any other, naming what to re-check. Only the standard library is imported at this
 level: gunicorn's master imports `runtime.embedded` before any worker exists.
@@ -49,7 +52,7 @@ from __future__ import annotations
 
 from typing import Any
 
-WRITTEN_FOR = {"gevent": "26.9.0", "gunicorn": "27.0.1", "prometheus_client": "0.26.0"}
+WRITTEN_FOR = {"gevent": "26.9.0", "gunicorn": "27.0.1", "prometheus_client": "0.26.0", "werkzeug": "3.1.8"}
 
 # What to re-read in each package's new version before raising its pin.
 RECHECK = {
@@ -64,6 +67,8 @@ RECHECK = {
                 "num_workers and WORKERS, the nworkers_changed/child_exit/on_reload hooks (recycle.py)",
     "prometheus_client": "prometheus_client/metrics.py: Histogram._upper_bounds, its children's _sum and "
                          "_buckets and what observe() does with them (ops/metrics.py, _Pending.flush)",
+    "werkzeug": "werkzeug/datastructures/headers.py: Headers._list, the (name, value) pairs every method "
+                "reads (web/relay.py, _stream_headers)",
 }
 
 

@@ -18,6 +18,7 @@ import socket
 from typing import Any, Callable, Iterator
 
 from flask import Response, stream_with_context
+from werkzeug.datastructures import Headers
 
 from ..upstream.stream import ChatStream
 from ..upstream.events import sse_event, text_of
@@ -47,6 +48,18 @@ def encode_sse(pieces: list[bytes]) -> bytes:
     if len(pieces) == 1:
         return b'data: {"text":%s}\n\n' % pieces[0]
     return b"".join([b'data: {"text":%s}\n\n' % piece for piece in pieces])
+
+
+def _stream_headers(content_type: str) -> Headers:
+    """A stream's headers, as `Headers(STREAM_HEADERS)` plus its Content-Type would be. Werkzeug
+    checks each header it is handed for line breaks, a regular expression each, every response:
+    these are constants, so its list (`Headers._list`, pinned in runtime.WRITTEN_FOR) is set whole."""
+    headers = Headers()
+    headers._list = [("Content-Type", content_type), *_STREAM_HEADER_ITEMS]
+    return headers
+
+
+_STREAM_HEADER_ITEMS = list(Headers(STREAM_HEADERS).items())  # checked once, here
 
 
 class StreamedResponse(Response):
@@ -116,7 +129,7 @@ class Relay:
         """The streamed response for one of this relay's bodies, whose close ends the upstream call."""
         # Run by the record's close, the response's one close hook (requestlog.end registers it).
         self.record.closers.append(self.close)
-        return StreamedResponse(stream_with_context(body), content_type=content_type, headers=STREAM_HEADERS)
+        return StreamedResponse(stream_with_context(body), headers=_stream_headers(content_type))
 
     def text(self) -> Iterator[bytes]:
         """Plain text; a failure after the first byte aborts the connection."""
