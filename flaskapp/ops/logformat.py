@@ -22,6 +22,7 @@ from typing import Any
 from gunicorn import glogging
 from pythonjsonlogger.json import JsonFormatter
 
+from .. import jsontext
 from ..runtime import process
 from ..runtime.gevent_io import call_later
 
@@ -29,6 +30,7 @@ FIELDS = ["asctime", "levelname", "name", "process", "message"]
 RENAMED = {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"}
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+_encode_fields = jsontext.encoder(default=str)  # a request line's: its values are scalars
 
 
 class Fields(dict):
@@ -66,7 +68,7 @@ class JsonLines(JsonFormatter):
         if head is None:
             head = self._heads[key] = (f'"level":{_ENCODER.encode(level)},'
                                        f'"logger":{_ENCODER.encode(logger)},"pid":{_ENCODER.encode(pid)}')
-        body = _ENCODER.encode(fields)
+        body = _encode_fields(fields)
         return f'{{"time":"{self._time(created)}",{head}{"," if len(body) > 2 else ""}{body[1:]}'
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802

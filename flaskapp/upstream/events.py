@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import re
 
+from .. import jsontext
+
 MAX_EVENT_BYTES = 1024 * 1024  # an incomplete event longer than this is not a chat-completion chunk
 
 _CONTENT = b'"content":"'
@@ -26,10 +28,8 @@ _CHOICE_0_LENGTH = len(_CHOICE_0)
 # own adds its null logprobs. A byte search: within a JSON string the quotes would be escaped.
 _FINISHED = re.compile(rb'"index":0,"delta":\{\},(?:"logprobs":null,)?"finish_reason":"([a-z_]{1,40})"\}\]')
 
-# `json.dumps` with any option builds a new encoder per call: one, made once. Nothing it
-# writes can refer to itself (request bodies parsed by json.loads, or made here), so it
-# does not look for cycles.
-compact_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+# Nothing it writes can contain itself (request bodies parsed by json.loads, or made here).
+compact_json = jsontext.encoder()
 _decode = json.JSONDecoder().decode
 
 
