@@ -9,7 +9,9 @@ dominate a busy gevent worker relaying streams:
 - it decodes each chunk of a chunked body through h11's event machinery.
 
 Here idle connections wait in a LIFO list per origin and only the one taken out is
-checked (one non-blocking peek), and a chunked body is decoded with a few bytes
+checked (one non-blocking peek), when it has been idle a second or more (one the server
+closed sooner answers nothing, and the request goes again on a new connection, as after
+any stale one); and a chunked body is decoded with a few bytes
 operations (`httpbody.Body`): each read from the socket becomes one piece of body,
 however many chunks (tokens) it held. Interim 1xx heads are skipped (an unasked 101
 is refused), and so is a response whose framing is ambiguous (`MalformedResponse`).
@@ -44,16 +46,18 @@ def _real_poll() -> Callable[[], "select.poll"]:
     return monkey.get_original("select", "poll") if monkey else select.poll
 
 MAX_HEAD = 65536  # bytes of one response head
+RECENTLY_IDLE = 1.0  # seconds: a connection idle no longer is reused without checking it first
 MAX_INTERIM = 8  # 1xx heads skipped before the answer's own
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
 
 class _Connection:
-    __slots__ = ("sock", "origin", "buffer", "reused", "wait_readable", "recv_ready", "send_now")
+    __slots__ = ("sock", "origin", "buffer", "reused", "wait_readable", "recv_ready", "send_now", "idle_since")
 
     def __init__(self, sock: socket.socket, origin: Origin) -> None:
         self.sock, self.origin, self.buffer, self.reused = sock, origin, b"", False
+        self.idle_since = 0.0  # monotonic time it was last checked in
         # Under gevent (plain sockets), a read the connection knows must wait waits first, then
         # reads gevent's real socket, and a request is one send() on it: no failed read
         # (EAGAIN) and exception, and none of gevent's sendall set-up, per request or token.
@@ -182,7 +186,9 @@ class ConnectionPool:
         connections = self._idle.get(origin)
         while connections:
             connection = connections.pop()  # the most recently used: least likely to have timed out
-            if connection.alive():
+            # One idle for a moment only is taken as it is (a system call a request saved): a
+            # server that closed it meanwhile answers nothing, and `send` retries on a new one.
+            if time.monotonic() - connection.idle_since < RECENTLY_IDLE or connection.alive():
                 connection.reused = True
                 return connection
             connection.close()
@@ -193,6 +199,7 @@ class ConnectionPool:
         if len(connections) >= self._max_idle:
             connection.close()
         else:
+            connection.idle_since = time.monotonic()
             connections.append(connection)
 
     def _resolve(self, host: str, port: int) -> tuple:
