@@ -9,6 +9,10 @@ on CPU 0, each of two relays in turn:
   must — one `recv()` from a kept-alive upstream connection and one `send()` to the
   client per read, the upstream's chunked bytes passed on unparsed. No HTTP parsing
   beyond the request line, no Flask, no gunicorn, no checks;
+- flask: Flask's own floor, the hello-world peer's bare relay (`benchmarks/peers/hello`,
+  `HELLO_RELAY=1`) under the same gunicorn worker and `gunicorn.conf.py`: the same reads
+  and writes, through gunicorn, WSGI and a `stream_with_context` generator, with nothing
+  parsed or checked (interval 0 only);
 - flaskapp: one gevent worker under `gunicorn.conf.py`, with FLASKAPP_STREAM_INTERVAL.
 
 Each relay is driven by the load tester (CPU 1) at `--concurrency` streams, once with
@@ -28,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TOKENS = 100
+HELLO = Path(__file__).resolve().parent / "peers" / "hello"
 
 
 # -- the bare relay (`--serve`) ------------------------------------------------
@@ -118,10 +123,15 @@ def main() -> None:
           f"{'tokens/CPU-s':>13}")
     try:
         for interval in (float(value) for value in args.intervals.split(",")):
-            for name in ("floor", "flaskapp"):
+            for name in ("floor", "flask", "flaskapp") if not interval else ("floor", "flaskapp"):
                 if name == "floor":
                     server = _start_floor(logs, emulator.port, interval)
                     pids = [server.process.pid]
+                elif name == "flask":
+                    server = start_gunicorn(logs, f"{emulator.url}/v1", ["-k", "gevent", "-w", "1", "--pythonpath",
+                                                                          str(HELLO)], cpus={0},
+                                            extra_env={"HELLO_RELAY": "1"})
+                    pids = server.worker_pids()
                 else:
                     server = start_gunicorn(logs, f"{emulator.url}/v1", ["-k", "gevent", "-w", "1"], cpus={0},
                                             extra_env={"FLASKAPP_STREAM_INTERVAL": str(interval),
