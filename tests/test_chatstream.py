@@ -91,7 +91,7 @@ def test_a_client_gone_while_the_stream_was_written_ends_it_at_the_next_read(cli
         items = iter(stream)
         next(items)
         theirs.close()
-        gevent.sleep(0.1)  # the watcher sees it while the request is not awaiting
+        gevent.sleep(SocketGuard.WATCH_AFTER + 0.1)  # the watcher sees it while the request is not awaiting
         with pytest.raises(ClientGone):
             next(items)
     finally:
