@@ -1,7 +1,7 @@
 """Instructions per request: a measure of per-request cost that the machine's speed does not move.
 
     python benchmarks/instructions.py [--requests 400] [--path /stream?prompt=hi&max_tokens=1 ...]
-                                      [--app-root DIR] [--hello]
+                                      [--app-root DIR] [--hello] [--tokens 1] [--warm-up 300]
 
 CPU time per request drifts by a fifth from one hour to the next here (benchmarks/per_request.py
 measures it the way an operator would, and so has to run every server side by side). This
@@ -16,7 +16,10 @@ worker than in this loop). The log and metrics are written only when 64 KB of li
 and at the end, so no timer makes one run differ from another.
 
 `--hello` measures the hello-world peer (`benchmarks/peers/hello`) instead, whose `/relay`
-is the bare model call. Needs valgrind (Debian: `apt-get install valgrind`).
+is the bare model call. `--tokens 100` makes the emulator's answers 100 tokens, 5 ms apart
+(so that each read holds one), for the cost of a token: the difference from one-token
+answers, over 99 (ask for them: `max_tokens=100`; fewer requests and a shorter warm-up
+keep the run short). Needs valgrind (Debian: `apt-get install valgrind`).
 """
 from __future__ import annotations
 
@@ -34,11 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "benchmarks" / "peers" / "hello"
 PATHS = ["/healthz", "/?prompt=hi&max_tokens=1", "/stream?prompt=hi&max_tokens=1"]
 HELLO_PATHS = ["/", "/stream", "/relay/whole?prompt=hi&max_tokens=1", "/relay?prompt=hi&max_tokens=1"]
-WARM_UP = 300  # requests per run before the counted ones: caches filled, connections made
 
 
 # -- the counted process (`--run`): the app, called in process --------------------------------
-def run(app_root: Path, hello: bool, path: str, requests: int, upstream: str) -> None:
+def run(app_root: Path, hello: bool, path: str, requests: int, upstream: str, warm_up: int) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="instructions-")
     os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = upstream, "sk-instructions-0123456789"
     from gevent import monkey
@@ -87,18 +89,18 @@ def run(app_root: Path, hello: bool, path: str, requests: int, upstream: str) ->
             pass
         getattr(body, "close", lambda: None)()
 
-    for _ in range(WARM_UP + requests):
+    for _ in range(warm_up + requests):
         one()
     if any(not status.startswith("200") for status in statuses):
         sys.exit(f"{path}: answered {sorted(set(statuses))}")
 
 
 # -- the measurement ----------------------------------------------------------------------------
-def count(app_root: Path, hello: bool, path: str, requests: int, upstream: str) -> int:
+def count(app_root: Path, hello: bool, path: str, requests: int, upstream: str, warm_up: int) -> int:
     """User-space instructions of one `--run` process (valgrind's count)."""
     command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
                sys.executable, __file__, "--run", path, "--requests", str(requests), "--upstream", upstream,
-               "--app-root", str(app_root), *(["--hello"] if hello else [])]
+               "--app-root", str(app_root), "--warm-up", str(warm_up), *(["--hello"] if hello else [])]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     done = subprocess.run(["taskset", "-c", "0", *command], capture_output=True, text=True, env=env)
     found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
@@ -113,22 +115,26 @@ def main() -> None:
     parser.add_argument("--path", action="append", help="A path to measure (repeatable; default: the app's usual).")
     parser.add_argument("--app-root", type=Path, default=ROOT, help="The flaskapp checkout to measure.")
     parser.add_argument("--hello", action="store_true", help="Measure the hello-world peer instead.")
+    parser.add_argument("--tokens", type=int, default=1, help="The emulator's answers' tokens (default: %(default)s).")
+    parser.add_argument("--warm-up", type=int, default=300,
+                        help="Requests before the counted ones, in each run (default: %(default)s).")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        return run(args.app_root.resolve(), args.hello, args.run, args.requests, args.upstream)
+        return run(args.app_root.resolve(), args.hello, args.run, args.requests, args.upstream, args.warm_up)
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is needed: apt-get install valgrind")
 
     sys.path.insert(0, str(ROOT))
     from flaskapp.loadtest.rig import start_emulator
 
-    emulator = start_emulator(Path(tempfile.mkdtemp(prefix="instructions-")), 0.0, 1000.0, 1, cpus={1})
+    pace = 1000.0 if args.tokens == 1 else 200.0  # a token a read: 5 ms apart, valgrind's run is slow
+    emulator = start_emulator(Path(tempfile.mkdtemp(prefix="instructions-")), 0.0, pace, args.tokens, cpus={1})
     try:
-        print(f"| request | instructions per request |\n|---|---:|")
+        print("| request | instructions per request |\n|---|---:|")
         for path in args.path or (HELLO_PATHS if args.hello else PATHS):
-            counted = [count(args.app_root.resolve(), args.hello, path, n, f"{emulator.url}/v1")
+            counted = [count(args.app_root.resolve(), args.hello, path, n, f"{emulator.url}/v1", args.warm_up)
                        for n in (args.requests, 0)]
             print(f"| `{path}` | {(counted[0] - counted[1]) / args.requests:,.0f} |", flush=True)
     finally:

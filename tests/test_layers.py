@@ -1,5 +1,5 @@
 """The layers' imports: the upstream and runtime layers know nothing of Flask or of the web and ops layers;
-errors and config know nothing of the layers above them."""
+errors, config and jsontext know nothing of the layers above them."""
 from __future__ import annotations
 
 import ast
@@ -17,6 +17,7 @@ FORBIDDEN = {
     "runtime": ("web", "ops", "upstream"),
     "errors.py": ("web", "ops", "upstream", "runtime"),
     "config.py": ("web", "ops", "upstream", "runtime"),
+    "jsontext.py": ("web", "ops", "upstream", "runtime"),
 }
 
 
