@@ -186,8 +186,7 @@ class FakeSocket:
 class FakeConnection:
     def __init__(self, reads: list[bytes]) -> None:
         self.sock, self.buffer = FakeSocket(reads), b""
-        self.wait_readable = None  # no event loop to wait on
-        self.recv_waiting = lambda: self.sock.recv(READ_SIZE)
+        self.wait_readable, self.recv_ready = None, self.sock.recv  # no event loop to wait on
 
 
 def chunked_body(reads: list[bytes]) -> Body:

@@ -77,9 +77,8 @@ class _Connection:
         if sent < len(data):
             self.sock.sendall(data[sent:] if sent else data)
 
-    def recv_waiting(self) -> bytes:
-        """A read expected to wait (an answer's head, the token after one just read): waits until
-        the socket is readable, then reads; under gevent, from its real socket, one frame less."""
+    def recv_answer(self) -> bytes:
+        """A read the connection expects to wait for (an answer's head): waits, then reads."""
         if self.wait_readable is None:
             return self.sock.recv(READ_SIZE)
         self.wait_readable()  # raises socket.timeout past the socket's timeout
@@ -246,7 +245,7 @@ class ConnectionPool:
                 raise MalformedResponse("response head too large")
             searched = max(len(data) - 3, 0)  # a head dripped a byte a read is still scanned once
             connection.sock.settimeout(_within(read_timeout, deadline))
-            more = connection.recv_waiting()
+            more = connection.recv_answer()
             if not more:
                 if not data and connection.reused:
                     raise _StaleConnection()

@@ -84,8 +84,10 @@ class Body:
         self._emptied_at = -FRESH  # when a read last emptied the socket (monotonic); long ago: none did
         self._sock = sock = connection.sock
         self._deadline, self._read_timeout = deadline, sock.gettimeout()
-        self._recv_waiting = connection.recv_waiting
-        self._waits = connection.wait_readable is not None  # None without gevent, and for TLS
+        # Once the wait says the socket is readable, the read goes to the real socket under
+        # gevent's (its `_sock`, as runtime/clientsocket.py writes): one frame less per read.
+        self._wait_readable, self._recv_ready = connection.wait_readable, connection.recv_ready
+        self._waits = self._wait_readable is not None  # None without gevent, and for TLS
 
     def __iter__(self) -> Iterator[bytes]:
         # The decoder itself, not a generator around it: one generator resumed per read.
@@ -112,7 +114,11 @@ class Body:
                 # (EAGAIN) and then wait: a wasted system call and exception per token. Wait
                 # first. (A socket emptied longer ago, by a stream that paused, has likely
                 # filled again: there, waiting first would cost a trip through the hub.)
-                data = self._recv_waiting()
+                self._wait_readable()
+                try:
+                    data = self._recv_ready(READ_SIZE)
+                except BlockingIOError:  # woken with nothing to read after all
+                    data = sock.recv(READ_SIZE)
             else:
                 data = sock.recv(READ_SIZE)
         except socket.timeout:
