@@ -10,7 +10,8 @@ Each use of an internal, and why:
 - `gevent_io.readable_waiter()` uses a gevent socket's private `_wait(_read_event)`: waiting
   for a socket just emptied before reading it saves a failed recv (EAGAIN) and an
   exception per token on the upstream read path; once the wait says the socket is
-  readable, `upstream/httpbody.py` reads gevent's real socket (`_sock.recv`), one frame less.
+  readable, `upstream/httpbody.py` (a token) and `http11.py` (an answer's head) read gevent's
+  real socket (`_sock.recv`), one frame less; `http11.py` sends a request with one `_sock.send`.
 - `clientsocket.install()` also replaces `gunicorn.http.wsgi.Response` (which `wsgi.create`
   makes for each HTTP/1 request) with `ChunkedResponse`: a chunked body's piece is one
   format and one send instead of five calls; it relies on the response's `chunked`,
@@ -57,7 +58,7 @@ WRITTEN_FOR = {"gevent": "26.9.0", "gunicorn": "27.0.1", "prometheus_client": "0
 # What to re-read in each package's new version before raising its pin.
 RECHECK = {
     "gevent": "gevent/_socketcommon.py and _socket3.py: socket.__slots__, _sock, _wait, _read_event, "
-              "send/sendall (clientsocket.py, gevent_io.py), _sock.recv after the wait (httpbody.py); the libev/libuv loop's io/timer/run_callback "
+              "send/sendall (clientsocket.py, gevent_io.py), _sock.recv after the wait and _sock.send (httpbody.py, http11.py); the libev/libuv loop's io/timer/run_callback "
               "and loop.iteration (guard.py, pacer.py)",
     "gunicorn": "gunicorn/workers/ggevent.py and base_async.py: GeventWorker.handle (setblocking), "
                 "handle_request, timeout_ctx around the keep-alive wait, environ['gunicorn.socket'], "
