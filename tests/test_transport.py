@@ -233,7 +233,7 @@ def test_chunked_bodies_split_at_every_place_decode_the_same():
         reads = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)])]
         body = chunked_body(reads)
         pieces = list(body)
-        assert b"".join(pieces) == b"".join(tokens) and body._complete
+        assert b"".join(pieces) == b"".join(tokens) and body.complete
         assert len(pieces) <= len(reads)  # at most one piece per read
 
 
@@ -385,7 +385,7 @@ def test_the_app_does_not_start_with_a_proxy_the_lean_path_would_ignore(monkeypa
 ], ids=["one chunk a read", "extension", "two chunks in one read", "a chunk split", "upper-case size"])
 def test_reads_of_whole_chunks_come_out_one_piece_each(reads, pieces):
     body = chunked_body(reads)
-    assert list(body) == pieces and body._complete
+    assert list(body) == pieces and body.complete
 
 
 @pytest.mark.parametrize("read", [b"5\r\nhello!!\r\n", b"-5\r\nhello\r\n", b"5 \r\nhello\r\n\r\n"],

@@ -68,19 +68,130 @@ def _size_before_extensions(line: bytes) -> int:
         raise MalformedResponse("malformed chunk size") from None
 
 
+class ChunkedDecoder:
+    """The chunked transfer coding, undone read by read: `decode(data)` is the body bytes `data` holds.
+
+    Between reads it keeps only the framing bytes it has not yet understood (a size line or
+    a chunk's CRLF split across two reads, bounded by `MAX_LINE`), the count of a chunk's
+    data still to come, and, after the last chunk, its trailers until their empty line.
+    `between` says it holds none of these: a read that is one whole chunk may then be taken
+    by a caller's own check (upstream/stream.py) without it. `ended` says the body is whole.
+    """
+
+    __slots__ = ("_carry", "_remaining", "_crlf_due", "_trailers", "between", "ended", "extra")
+
+    def __init__(self) -> None:
+        self._carry = b""  # framing bytes not yet understood
+        self._remaining = 0  # bytes of the current chunk's data still to come
+        self._crlf_due = False  # the CRLF that ends a chunk's data is still to come
+        self._trailers: bytes | None = None  # after the last chunk: what came of its trailers
+        self.between = True
+        self.ended = False
+        self.extra = False  # bytes came after the body's end: the connection is out of step
+
+    def decode(self, data: bytes) -> bytes:
+        """The body bytes in `data` (b"" for none); MalformedResponse for framing that is wrong."""
+        if self._trailers is not None:
+            self._read_trailers(self._trailers + data)
+            return b""
+        if self.between:
+            # The common case, answered first: the read is one whole chunk (a token's event).
+            end = len(data)
+            line_end = data.find(b"\r\n")
+            if 0 < line_end <= MAX_LINE and data.endswith(b"\r\n"):
+                try:
+                    size = int(data[:line_end], 16)
+                except ValueError:
+                    size = 0  # extensions, or not a size: the general path below decides
+                if size > 0 and line_end + size + 4 == end:
+                    return data[line_end + 2:end - 2]
+        elif self._carry:
+            data, self._carry = self._carry + data, b""
+        remaining, crlf_due = self._remaining, self._crlf_due
+        end = len(data)
+        if remaining >= end:  # the whole read is the middle of a large chunk: it goes on as it came
+            self._remaining = remaining - end
+            return data
+        pieces = []
+        position = 0
+        if remaining:
+            pieces.append(data[:remaining])
+            position, remaining = remaining, 0
+        if crlf_due and end - position >= 2:
+            if not data.startswith(b"\r\n", position):
+                raise MalformedResponse("chunk data longer than its size")
+            position += 2
+            crlf_due = False
+        # Every chunk that starts in this read, the last one perhaps only in part.
+        while not crlf_due:
+            line_end = data.find(b"\r\n", position)
+            if line_end < 0 or line_end - position > MAX_LINE:
+                break
+            try:
+                size = int(data[position:line_end], 16)
+            except ValueError:
+                size = _size_before_extensions(data[position:line_end])
+            start = line_end + 2
+            stop = start + size
+            if size <= 0:
+                if size < 0:
+                    raise MalformedResponse("malformed chunk size")
+                self.between = False
+                self._read_trailers(data[start:])
+                return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            if stop + 2 <= end:  # the common case: the whole chunk, and its CRLF, in this read
+                if not data.startswith(b"\r\n", stop):
+                    raise MalformedResponse("chunk data longer than its size")
+                pieces.append(data[start:stop])
+                position = stop + 2
+                continue
+            crlf_due = True  # this chunk ends in a later read
+            if start < end:
+                pieces.append(data[start:stop])
+            remaining, position = max(stop - end, 0), min(stop, end)
+        if end - position > MAX_LINE:
+            raise MalformedResponse("chunk size line too long")
+        # Only the few framing bytes not yet understood are carried over.
+        self._carry = data[position:] if position < end else b""
+        self._remaining, self._crlf_due = remaining, crlf_due
+        self.between = not (self._carry or remaining or crlf_due)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _read_trailers(self, data: bytes) -> None:
+        # After the last chunk: an empty line, or trailer fields and then one.
+        if data.startswith(b"\r\n"):
+            done = 2
+        else:
+            found = data.find(b"\r\n\r\n")
+            done = found + 4 if found >= 0 else 0
+        if done:
+            self.extra = len(data) > done
+            self.ended = True
+            self._trailers = None
+            return
+        if len(data) > MAX_TRAILERS:
+            raise MalformedResponse("trailers too large")
+        self._trailers = data
+
+
 class Body:
     """The response body: each socket read becomes one piece, chunked framing removed.
 
     Iterate it, then close it: a connection whose body was read to its end goes back
     to the pool (`checkin`), any other is closed. With a `deadline` (monotonic time),
     no read waits past it: the whole body, however slowly it comes, ends by then.
+
+    A reader of its own (upstream/stream.py) may instead call `read()` and undo a
+    chunked body's framing with `decoder`; the body counts as read to its end once
+    the decoder says so.
     """
 
     def __init__(self, connection: "_Connection", headers: list[tuple[bytes, bytes]], empty: bool,
                  checkin: Callable[["_Connection"], None], deadline: float | None = None) -> None:
         self._connection, self._checkin = connection, checkin
         self._complete = empty  # 204, 304 and 101 have no body
-        self._chunked, self.length, self._keep_alive, self.content_coding = framing(headers)
+        chunked, self.length, self._keep_alive, self.content_coding = framing(headers)
+        self.decoder = ChunkedDecoder() if chunked and not empty else None
         self._emptied_at = -FRESH  # when a read last emptied the socket (monotonic); long ago: none did
         self._sock = sock = connection.sock
         self._deadline, self._read_timeout = deadline, sock.gettimeout()
@@ -93,15 +204,24 @@ class Body:
         # The decoder itself, not a generator around it: one generator resumed per read.
         if self._complete:
             return iter(())
-        if self._chunked:
+        if self.decoder is not None:
             return self._read_chunked()
         if self.length is not None:
             return self._read_length(self.length)
         self._keep_alive = False
         return self._read_until_close()
 
-    def _recv(self) -> bytes:
-        """The next read; b"" at the end of the stream. Socket errors become httpx's."""
+    @property
+    def complete(self) -> bool:
+        """Whether the body was read to its end."""
+        return self._complete if self.decoder is None else self.decoder.ended
+
+    def read(self) -> bytes:
+        """The next read (what came with the head first); b"" at the end of the stream.
+        Socket errors become httpx's."""
+        if self._connection.buffer:
+            data, self._connection.buffer = self._connection.buffer, b""
+            return data
         sock = self._sock
         try:
             if self._deadline is not None:
@@ -133,132 +253,40 @@ class Body:
         return data
 
     def _more(self) -> bytes:
-        data = self._recv()
+        data = self.read()
         if not data:
             raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
         return data
 
     def _read_length(self, remaining: int) -> Iterator[bytes]:
-        data, self._connection.buffer = self._connection.buffer, b""
-        while True:
-            if data:
-                data, extra = data[:remaining], data[remaining:]
-                remaining -= len(data)
-                if extra:
-                    self._keep_alive = False  # the server sent more than it announced
-                yield data
-            if remaining <= 0:
-                self._complete = True
-                return
+        while remaining > 0:
             data = self._more()
+            if len(data) > remaining:
+                data = data[:remaining]
+                self._keep_alive = False  # the server sent more than it announced
+            remaining -= len(data)
+            yield data
+        if self._connection.buffer:
+            self._keep_alive = False  # more than announced came with the head
+        self._complete = True
 
     def _read_until_close(self) -> Iterator[bytes]:
-        data, self._connection.buffer = self._connection.buffer, b""
-        if data:
-            yield data
-        while data := self._recv():
+        while data := self.read():
             yield data
         self._complete = True
 
     def _read_chunked(self) -> Iterator[bytes]:
-        data, self._connection.buffer = self._connection.buffer, b""
-        remaining = 0  # bytes of the current chunk's data still to come
-        crlf_due = False  # the CRLF that ends a chunk's data is still to come
-        while True:
-            end = len(data)
-            if not remaining and not crlf_due:
-                # The common case, answered first: the read is one whole chunk (a token's event).
-                line_end = data.find(b"\r\n")
-                if 0 < line_end <= MAX_LINE and data.endswith(b"\r\n"):
-                    try:
-                        size = int(data[:line_end], 16)
-                    except ValueError:
-                        size = 0  # extensions, or not a size: the general path below decides
-                    if size > 0 and line_end + size + 4 == end:
-                        yield data[line_end + 2:end - 2]
-                        data = self._recv()
-                        if not data:
-                            raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
-                        continue
-            if remaining >= end:
-                # The whole read is the middle of a large chunk: it goes on as it came.
-                remaining -= end
-                if end:
-                    yield data
-                data = self._recv()
-                if not data:
-                    raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
-                continue
-            pieces = []
-            position = 0
-            if remaining:
-                pieces.append(data[:remaining])
-                position, remaining = remaining, 0
-            if crlf_due and end - position >= 2:
-                if not data.startswith(b"\r\n", position):
-                    raise MalformedResponse("chunk data longer than its size")
-                position += 2
-                crlf_due = False
-            # Every chunk that starts in this read, the last one perhaps only in part.
-            while not crlf_due:
-                line_end = data.find(b"\r\n", position)
-                if line_end < 0 or line_end - position > MAX_LINE:
-                    break
-                try:
-                    size = int(data[position:line_end], 16)
-                except ValueError:
-                    size = _size_before_extensions(data[position:line_end])
-                start = line_end + 2
-                stop = start + size
-                if size <= 0:
-                    if size < 0:
-                        raise MalformedResponse("malformed chunk size")
-                    if pieces:
-                        yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                    self._read_trailers(data[start:])
-                    return
-                if stop + 2 <= end:  # the common case: the whole chunk, and its CRLF, in this read
-                    if not data.startswith(b"\r\n", stop):
-                        raise MalformedResponse("chunk data longer than its size")
-                    pieces.append(data[start:stop])
-                    position = stop + 2
-                    continue
-                crlf_due = True  # this chunk ends in a later read
-                if start < end:
-                    pieces.append(data[start:stop])
-                remaining, position = max(stop - end, 0), min(stop, end)
-            if end - position > MAX_LINE:
-                raise MalformedResponse("chunk size line too long")
-            if pieces:
-                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            more = self._recv()
-            if not more:
-                raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
-            # Only the few framing bytes not yet understood are carried over.
-            data = data[position:] + more if position < end else more
-
-    def _read_trailers(self, data: bytes) -> None:
-        # After the last chunk: an empty line, or trailer fields and then one.
-        while True:
-            if data.startswith(b"\r\n"):
-                done = 2
-            else:
-                found = data.find(b"\r\n\r\n")
-                done = found + 4 if found >= 0 else 0
-            if done:
-                if len(data) > done:
-                    self._keep_alive = False  # bytes after the end: the connection is out of step
-                self._complete = True
-                return
-            if len(data) > MAX_TRAILERS:
-                raise MalformedResponse("trailers too large")
-            data += self._more()
+        decode, decoder = self.decoder.decode, self.decoder
+        while not decoder.ended:
+            piece = decode(self._more())
+            if piece:
+                yield piece
 
     def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is None:
             return
-        if self._complete and self._keep_alive:
+        if self.complete and self._keep_alive and not (self.decoder is not None and self.decoder.extra):
             self._checkin(connection)
         else:
             connection.close()  # unread body: the connection cannot be reused
