@@ -128,6 +128,11 @@ def too_large(limit: int) -> UpstreamError:
     return UpstreamError(f"The model server's answer was larger than {limit} bytes.")
 
 
+def withheld() -> UpstreamError:
+    """The upstream's answer held this service's key (it was sent the key, and may echo it)."""
+    return UpstreamError("The model server's answer was withheld: it held this service's credentials.")
+
+
 def from_openai(exc: openai.OpenAIError) -> UpstreamError:
     """The error to answer with when the `openai` client raised `exc`."""
     if isinstance(exc, openai.APITimeoutError):

@@ -8,7 +8,7 @@ from flask import has_request_context
 from flaskapp.upstream.stream import ChatStream
 from flaskapp.errors import UpstreamError
 from flaskapp.runtime.guard import Guard
-from flaskapp.web.relay import Relay
+from flaskapp.web.relay import CHAT_EVENTS, SSE_BODY, TEXT_BODY, Relay
 from flaskapp.ops.requestlog import RequestRecord
 from flaskapp.upstream.client import UpstreamSettings
 
@@ -40,6 +40,7 @@ def content(text: str, index: int = 0) -> bytes:
 
 END = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
 EVENTS = [content("Hello"), content(" there"), END]
+OUTPUTS = {"text": TEXT_BODY, "sse": SSE_BODY, "passthrough": CHAT_EVENTS}
 
 
 def relay(app, events: list[bytes], kind: str, **settings) -> tuple[bytes, RequestRecord, FakeUpstream]:
@@ -47,8 +48,8 @@ def relay(app, events: list[bytes], kind: str, **settings) -> tuple[bytes, Reque
     upstream = FakeUpstream(events, **settings)
     with app.test_request_context():
         record = RequestRecord(route="/stream", method="GET")
-        opened = Relay.open(upstream, {}, {}, record, raw=kind == "passthrough")
-        body = b"".join(getattr(opened, kind)())
+        opened = Relay.open(upstream, {}, {}, record, OUTPUTS[kind])
+        body = b"".join(opened.body())
         opened.close()
     return body, record, upstream
 
@@ -57,8 +58,8 @@ def test_a_body_never_iterated_still_closes_the_upstream(app):
     upstream = FakeUpstream(EVENTS)
     with app.test_request_context():
         record = RequestRecord(route="/stream", method="GET")
-        relay = Relay.open(upstream, {}, {}, record)
-        body = relay.text()  # the server closes the response before iterating it
+        relay = Relay.open(upstream, {}, {}, record, TEXT_BODY)
+        body = relay.body()  # the server closes the response before iterating it
         relay.close()
     assert upstream.closed and record.outcome == "client_disconnected"
     assert list(body) == []
@@ -84,8 +85,8 @@ def test_passthrough_relays_whole_events_only(app):
     reads = [data[i:i + 7] for i in range(0, len(data), 7)]
     upstream = FakeUpstream(reads)
     with app.test_request_context():
-        opened = Relay.open(upstream, {}, {}, RequestRecord(route="/v1", method="POST"), raw=True)
-        writes = list(opened.passthrough())
+        opened = Relay.open(upstream, {}, {}, RequestRecord(route="/v1", method="POST"), CHAT_EVENTS)
+        writes = list(opened.body())
     assert b"".join(writes) == data
     assert all(write.endswith(b"\n\n") for write in writes)
 
@@ -126,7 +127,7 @@ def test_the_guard_never_waits_past_the_stream_deadline():
     guard.deadline = float("inf")
     stream = ChatStream(iter(EVENTS), close=lambda: None, guard=guard, settings=UpstreamSettings(idle_timeout=60.0, stream_timeout=2.0))
     assert guard.deadline == stream._stream_deadline
-    items = iter(stream)
+    items = stream.writes(TEXT_BODY.encoding)
     next(items), next(items)
     assert guard.deadline == stream._stream_deadline  # not now + the idle timeout
 
@@ -172,14 +173,13 @@ def test_the_server_iterates_the_relays_body_itself_and_its_close_ends_the_strea
     environ = {"REQUEST_METHOD": "GET"}
     with app.test_request_context():
         record = RequestRecord(route="/stream", method="GET")
-        relay = Relay.open(upstream, {}, environ, record)
-        body = relay.text()
-        response = relay.response(body, "text/plain")
+        relay = Relay.open(upstream, {}, environ, record, TEXT_BODY)
+        response = relay.response()
         response.call_on_close(record.close)  # as requestlog.end does
     served = response(environ, lambda status, headers: None)
     # No werkzeug wrapper between the server and the body: only stream_with_context's generator,
     # which keeps the request context pushed while the body is iterated.
-    assert iter(served) is response.response and response.response is not body
+    assert iter(served) is response.response
     assert next(iter(served)) == b"Hello"
     assert has_request_context()  # pushed again by the body, until it is closed
     served.close()
@@ -192,8 +192,8 @@ def test_a_head_request_gets_no_body_and_still_ends_the_stream(app):
     environ = {"REQUEST_METHOD": "HEAD"}
     with app.test_request_context(method="HEAD"):
         record = RequestRecord(route="/stream", method="HEAD")
-        relay = Relay.open(upstream, {}, environ, record)
-        response = relay.response(relay.text(), "text/plain")
+        relay = Relay.open(upstream, {}, environ, record, TEXT_BODY)
+        response = relay.response()
         response.call_on_close(record.close)
     served = response(environ, lambda status, headers: None)
     assert list(served) == []

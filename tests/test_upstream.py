@@ -6,6 +6,7 @@ import pytest
 from flaskapp import errors
 from flaskapp.runtime.guard import Guard
 from flaskapp.web.params import ChatParams
+from flaskapp.web.relay import TEXT_BODY
 from flaskapp.upstream.client import Upstream, UpstreamSettings, parse_completion
 from flaskapp.upstream.http11 import MalformedResponse
 from flaskapp.upstream.transport import Answer, HttpxTransport, LeanTransport
@@ -65,8 +66,8 @@ def test_a_stream_without_its_end_is_an_error():
     upstream = upstream_answering(lambda request: httpx2.Response(
         200, content=body, headers={"content-type": "text/event-stream"}))
     stream = upstream.open_stream(ARGUMENTS, Guard())
-    pieces = iter(stream)
-    assert next(pieces) == [b'"Hi"']
+    pieces = stream.writes(TEXT_BODY.encoding)
+    assert next(pieces) == b"Hi"
     with pytest.raises(errors.UpstreamError, match="before the answer was complete"):
         next(pieces)
 
@@ -166,7 +167,7 @@ def test_a_stream_asks_for_streaming_and_reads_within_the_backstop_without_geven
     transport = ScriptedTransport([b'data: {"choices":[{"index":0,"delta":{"content":"Hi"},'
                                    b'"finish_reason":"stop"}]}\n\n', b"data: [DONE]\n\n"])
     stream = upstream_over(transport, first_token_timeout=7.0, idle_timeout=9.0).open_stream(ARGUMENTS, Guard())
-    assert list(stream) == [[b'"Hi"']]
+    assert list(stream.writes(TEXT_BODY.encoding)) == [b"Hi"]
     body, read_timeout, deadline = transport.sent[0]
     assert body["stream"] is True and read_timeout == 9.0 and deadline is None
 
@@ -177,7 +178,7 @@ def test_a_malformed_response_mid_stream_is_a_502_not_a_503():
         raise MalformedResponse("malformed chunk size")
 
     transport = ScriptedTransport(cut())
-    pieces = iter(upstream_over(transport).open_stream(ARGUMENTS, Guard()))
+    pieces = upstream_over(transport).open_stream(ARGUMENTS, Guard()).writes(TEXT_BODY.encoding)
     next(pieces)
     with pytest.raises(errors.UpstreamError) as caught:
         next(pieces)

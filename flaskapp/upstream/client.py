@@ -173,7 +173,8 @@ class Upstream:
                                     guard.deadline)
         except UpstreamSilent:
             raise UpstreamTimeout(f"The model server sent nothing within {s.first_token_timeout:g} s.") from None
-        return ChatStream(answer.pieces, close=answer.close, guard=guard, settings=s, parser=parser)
+        return ChatStream(answer.pieces, close=answer.close, guard=guard, settings=s, parser=parser,
+                          body=answer.body)
 
     def _retrying(self, attempt: Callable[[], T], guard: Guard, deadline: float) -> T:
         """Retry where it is safe: before any answer, on connection errors, 429 and 5xx, with

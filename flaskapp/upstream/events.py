@@ -7,6 +7,11 @@ arrived as (`b'" word"'`), which both outputs can use as is; anything unusual (e
 finish reasons, usage, errors, other choices, multi-line events) takes the slow, exact
 path through `json.loads`.
 
+A stream's content events differ only in their content: once `feed` has taken one, the
+parser holds its frame (`lane`: the bytes before and after the literal), and a reader may
+take a later event with that frame and a plain literal (`PLAIN_LITERAL`) as content
+without feeding it (upstream/stream.py), as `_standard` would read it.
+
 Bytes are taken in whole events only (up to the last blank line, `\\n\\n` or `\\n\\r\\n`):
 the rest waits, as a list of pieces so that a long event costs linear time, and past
 `MAX_EVENT_BYTES` it is a malformed event.
@@ -27,6 +32,10 @@ _CHOICE_0_LENGTH = len(_CHOICE_0)
 # Choice 0 finished, its delta empty, and the last choice (the array closes after it); OpenAI's
 # own adds its null logprobs. A byte search: within a JSON string the quotes would be escaped.
 _FINISHED = re.compile(rb'"index":0,"delta":\{\},(?:"logprobs":null,)?"finish_reason":"([a-z_]{1,40})"\}\]')
+
+# A content literal a frame may hold: no escapes, no quote, no line break, not empty (b'""'
+# is a role-only chunk's: no content). What `_standard` takes between the same bytes.
+PLAIN_LITERAL = re.compile(rb'"[^"\\\n]+"')
 
 # Nothing it writes can contain itself (request bodies parsed by json.loads, or made here).
 compact_json = jsontext.encoder()
@@ -55,7 +64,7 @@ class ChunkParser:
     """Feed it the bytes as they arrive; it returns each completed chunk's content."""
 
     __slots__ = ("_pending", "_pending_bytes", "_tail", "taken", "finish_reason", "usage", "done", "error",
-                 "chunks")
+                 "chunks", "_frame", "lane")
 
     def __init__(self) -> None:
         self._pending: list[bytes] = []  # an incomplete event's pieces, joined once it completes
@@ -67,6 +76,8 @@ class ChunkParser:
         self.done = False  # `data: [DONE]` seen
         self.error: dict | None = None  # an error event the upstream sent mid-stream
         self.chunks = 0  # content chunks seen
+        self._frame: tuple[bytes, bytes] | None = None  # a content event's bytes before and after its literal
+        self.lane: tuple[bytes, bytes] | None = None  # the frame, while no partial event waits
 
     def feed(self, data: bytes) -> list[bytes]:
         """JSON string literals of choice 0's content in the events `data` completes, in order."""
@@ -78,6 +89,8 @@ class ChunkParser:
             literal = _standard(data)
             if literal is None and not self._ending(data):
                 literal = self._parse(data[5:-2])
+            elif literal and self._frame is None:
+                self._learn(data, literal)
             if literal:
                 self.chunks += 1
                 return [literal]
@@ -99,7 +112,7 @@ class ChunkParser:
     def finish(self) -> bytes:
         """At the end of the stream: an unterminated last event whose lines are whole, as if ended."""
         data = b"".join(self._pending)
-        self._pending, self._pending_bytes, self._tail = [], 0, b""
+        self._pending, self._pending_bytes, self._tail, self.lane = [], 0, b"", self._frame
         return data + b"\n" if data[-1:] == b"\n" else b""
 
     def _take(self, data: bytes) -> bytes:
@@ -110,7 +123,7 @@ class ChunkParser:
                 return b""
             self._pending.append(data)
             data = b"".join(self._pending)
-            self._pending, self._pending_bytes, self._tail = [], 0, b""
+            self._pending, self._pending_bytes, self._tail, self.lane = [], 0, b"", self._frame
         end = _end_of_events(data)
         if end == len(data):
             return data
@@ -123,6 +136,13 @@ class ChunkParser:
             raise MalformedChunk(f"an event longer than {MAX_EVENT_BYTES} bytes")
         self._pending.append(data)
         self._tail = (self._tail + data)[-2:]
+        self.lane = None
+
+    def _learn(self, event: bytes, literal: bytes) -> None:
+        """The frame of a content event `_standard` read: where it found the literal, found again."""
+        start = event.find(_CONTENT, event.find(_CHOICE_0)) + 10
+        if event.startswith(literal, start) and PLAIN_LITERAL.fullmatch(literal):
+            self._frame = self.lane = (event[:start], event[start + len(literal):])
 
     def _fields(self, event: bytes, found: list[bytes]) -> None:
         """Events the common case does not take: their data lines joined by newlines, as SSE says."""

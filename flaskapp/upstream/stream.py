@@ -1,22 +1,29 @@
-"""An open upstream chat-completions stream: its bytes, checked, as content or as whole events.
+"""An open upstream chat-completions stream: its bytes, read, checked and written out.
 
 Every read is bounded: by the first-token and idle deadlines (the guard's, while waiting),
 by the whole stream's time (`stream_timeout`, checked per read and held by the guard's
 deadline while the upstream is silent) and by the answer's size (`max_answer_bytes`).
 Past any of them the stream raises an `UpstreamError`, as for an upstream error event.
 Under gevent a `Pacer` (runtime/pacer.py) keeps the stream fair to the worker's others.
+
+The loop in `writes` runs once per upstream read, so it is the relay's cost per token.
+Over the lean transport it reads the body's socket itself, and the common read (one whole
+chunk holding one content event in the stream's frame, events.py) becomes its write there,
+with a few byte comparisons; every other read goes through the chunked decoder
+(httpbody.py) and the event parser, which the common read would give the same answer.
 """
 from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Callable, Iterator
+from functools import partial
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 
 import httpx2
 
-from .events import ChunkParser, MalformedChunk
-from .httpbody import MalformedResponse
-from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, malformed, too_large
+from .events import PLAIN_LITERAL, ChunkParser, MalformedChunk
+from .httpbody import MAX_LINE, Body, MalformedResponse
+from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, malformed, too_large, withheld
 from ..runtime.guard import ClientGone, Guard, UpstreamSilent
 from ..runtime.pacer import pacer_for
 
@@ -25,69 +32,144 @@ if TYPE_CHECKING:
 
 
 _ERROR_KIND = re.compile(r"[a-z_]{1,40}")
+_fullmatch_plain = PLAIN_LITERAL.fullmatch
+
+
+class Encoding(NamedTuple):
+    """How a read's content goes out: `many(literals)` for its JSON string literals; for a read
+    of one plain literal (no escapes), `one % literal`, or, where `one` is None, its text."""
+    many: Callable[[list[bytes]], bytes]
+    one: bytes | None
 
 
 class ChatStream:
-    """Iterate it for lists of content literals (one list per read), or `raw()` for whole events."""
+    """Iterate `writes()` for what to send the client, one write per upstream read.
+
+    `body`: the lean transport's `Body`, whose socket the stream then reads itself when
+    its framing is chunked; otherwise `reads` (the answer's bytes as they arrive) is iterated.
+    """
 
     def __init__(self, reads: Iterator[bytes], *, close: Callable[[], None], guard: Guard,
-                 settings: "UpstreamSettings", parser: ChunkParser | None = None) -> None:
+                 settings: "UpstreamSettings", parser: ChunkParser | None = None, body: Body | None = None) -> None:
         self.parser = parser if parser is not None else ChunkParser()
         self.close = close
+        self.written = 0  # bytes of the writes made so far
         self._reads_from, self._guard = reads, guard
+        self._body = body if body is not None and body.decoder is not None else None
         self._first_token_timeout, self._idle_timeout = settings.first_token_timeout, settings.idle_timeout
         self._pacer = pacer_for(guard, fair_slice=settings.fair_slice, interval=settings.stream_interval)
         self._stream_timeout, self._max_bytes = settings.stream_timeout, settings.max_answer_bytes
         self._stream_deadline = time.monotonic() + settings.stream_timeout
         guard.tighten(self._stream_deadline)
 
-    def __iter__(self) -> Iterator[list[bytes]]:
-        return self._reads(raw=False)
-
-    def raw(self) -> Iterator[bytes]:
-        """The upstream's whole events as they arrive, checked on the way through; never an error event."""
-        return self._reads(raw=True)
-
-    def _reads(self, raw: bool) -> Iterator:
-        # One generator for both outputs: this loop runs once per upstream read.
-        guard, parser, idle, reads, pacer = self._guard, self.parser, self._idle_timeout, self._reads_from, self._pacer
+    def writes(self, encoding: Encoding | None, forbidden: bytes | None = None) -> Iterator[bytes]:
+        """One write per read that completes content: the content in `encoding`, or, where it is
+        None, the upstream's whole events as they came (checked on the way through; never an
+        error event). A write holding `forbidden` (the upstream's key) raises an UpstreamError."""
+        guard, parser, idle, pacer = self._guard, self.parser, self._idle_timeout, self._pacer
         interval, due = (pacer.interval, 0.0) if pacer is not None else (0.0, float("inf"))  # when to pace
-        next_read, feed, clock = guard.next_read, parser.feed, time.monotonic
+        feed, clock = parser.feed, time.monotonic
         stream_deadline, max_bytes, received = self._stream_deadline, self._max_bytes, 0
+        many, one = encoding if encoding is not None else (None, None)
+        body = self._body
+        if body is not None:  # the lean transport's chunked body: read here, its framing undone here
+            read, decoder = body.read, body.decoder
+        else:
+            read, decoder = partial(next, self._reads_from, None), None
+        lane = frame_start = suffix = None  # the parser's frame, as this loop compares it (chunked)
         until = None  # until the first read, the guard holds the first-token deadline
+        ended = False  # the answer's bytes have all been read
         try:
             while True:
-                now = clock()
-                if now >= due:
-                    now, due = pacer.pace(now)
-                if until is not None:
-                    if now >= stream_deadline:  # an upstream that never pauses is never silent
-                        raise UpstreamSilent()
-                    until = now + idle
-                    if until > stream_deadline:
-                        until = stream_deadline
-                try:
-                    data = next_read(reads, until)  # raises ClientGone if the client has left
-                except StopIteration:
+                if ended:
                     data = parser.finish()  # a last event the upstream left unterminated
                     if not data:
                         break
-                if until is None:  # from now on the idle deadline, likely sooner than the first token's
-                    until = min(clock() + idle, stream_deadline)
-                    guard.tighten(until)
-                if interval:
-                    pacer.read_at = clock()
+                else:
+                    now = clock()
+                    if now >= due:
+                        now, due = pacer.pace(now)
+                    if until is not None:
+                        if now >= stream_deadline:  # an upstream that never pauses is never silent
+                            raise UpstreamSilent()
+                        until = now + idle
+                        if until > stream_deadline:
+                            until = stream_deadline
+                        # Guard.next_read's steps, inline (this runs once per read): the deadline
+                        # moves on, a departed client is noticed, and the wait may be interrupted.
+                        if until < guard.deadline:
+                            guard.tighten(until)
+                        else:
+                            guard.deadline = until
+                    if guard.gone:
+                        raise ClientGone()
+                    guard.waiting = True
+                    try:
+                        data = read()
+                    finally:
+                        guard.waiting = False
+                    if until is None:  # from now on the idle deadline, likely sooner than the first token's
+                        until = min(clock() + idle, stream_deadline)
+                        guard.tighten(until)
+                    if interval:
+                        pacer.read_at = clock()
+                    if not data:
+                        if data is None:  # the end of `reads`
+                            ended = True
+                            continue
+                        if decoder is not None:
+                            raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
+                        continue
+                    if decoder is not None:
+                        if parser.lane is not lane:
+                            lane = parser.lane
+                            if lane is not None:
+                                frame_start, suffix = len(lane[0]), lane[1] + b"\r\n"
+                        if lane is not None and decoder.between:
+                            # The common read: `<size>\r\n<prefix>"literal"<suffix>\r\n`, one whole chunk.
+                            line_end = data.find(b"\r\n")
+                            start, end = line_end + 2 + frame_start, len(data) - len(suffix)
+                            if (0 < line_end <= MAX_LINE and data.startswith(lane[0], line_end + 2)
+                                    and data.endswith(suffix) and _fullmatch_plain(data, start, end)):
+                                try:
+                                    size = int(data[:line_end], 16)
+                                except ValueError:
+                                    size = -1
+                                if size == len(data) - line_end - 4:
+                                    received += size
+                                    if received > max_bytes:
+                                        raise too_large(max_bytes)
+                                    parser.chunks += 1
+                                    if many is None:
+                                        out = data[line_end + 2:-2]  # the event, as it came
+                                    elif one is None:
+                                        out = data[start + 1:end - 1]
+                                    else:
+                                        out = one % data[start:end]
+                                    if forbidden is not None and out.find(forbidden) >= 0:
+                                        raise withheld()
+                                    self.written += len(out)
+                                    yield out
+                                    continue
+                        data = decoder.decode(data)
+                        ended = decoder.ended
                 received += len(data)
                 if received > max_bytes:
                     raise too_large(max_bytes)
                 pieces = feed(data)
                 if parser.error is not None:
                     raise UpstreamError(_error_message(parser.error))
-                if raw:
-                    if parser.taken:  # whole events only: the rest waits in the parser
-                        yield parser.taken
+                if many is None:
+                    out = parser.taken  # whole events only: the rest waits in the parser
                 elif pieces:
-                    yield pieces
+                    out = many(pieces)
+                else:
+                    continue
+                if out:
+                    if forbidden is not None and out.find(forbidden) >= 0:
+                        raise withheld()
+                    self.written += len(out)
+                    yield out
         except UpstreamSilent:
             if time.monotonic() >= self._stream_deadline:
                 raise UpstreamTimeout(f"The answer took more than {self._stream_timeout:g} s.") from None

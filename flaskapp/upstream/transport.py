@@ -26,6 +26,7 @@ from ..config import ConfigError
 from ..errors import UpstreamError, UpstreamTimeout, from_openai, from_status, malformed, unreachable
 from .events import compact_json
 from .http11 import ConnectionPool, MalformedResponse, Origin, proxy_variable
+from .httpbody import Body
 
 CHAT_COMPLETIONS = "/chat/completions"
 # The other endpoints /v1 relays; a request head is composed once per path.
@@ -36,6 +37,7 @@ class Answer(NamedTuple):
     pieces: Iterator[bytes]  # the body as it arrives
     close: Callable[[], None]
     length: int | None  # the declared Content-Length, where known
+    body: Body | None = None  # the lean transport's body, which a stream reads itself
 
 
 class Transport(Protocol):
@@ -75,7 +77,7 @@ class LeanTransport:
         if response.content_coding not in (None, b"identity"):
             response.close()
             raise UpstreamError("The model server compressed its answer, which it was not asked to do.")
-        return Answer(iter(response), response.close, response.length)
+        return Answer(iter(response), response.close, response.length, response)
 
 
 class HttpxTransport:

@@ -6,13 +6,12 @@ from flask import Blueprint, Response, current_app, request
 from . import params
 from ..ops.policy import policy
 from .admission import admit
-from .relay import STREAM_HEADERS, Relay, complete
+from .relay import SSE_BODY, STREAM_HEADERS, TEXT_BODY, Relay, complete
 from ..upstream.client import parse_completion
 
 bp = Blueprint("prompt", __name__)
 
-TEXT = "text/plain; charset=utf-8"
-SSE = "text/event-stream; charset=utf-8"
+TEXT, SSE = TEXT_BODY.content_type, SSE_BODY.content_type
 
 
 def _wants_sse(chat: params.ChatParams) -> bool:
@@ -49,8 +48,6 @@ def stream() -> Response:
     chat, record = admit(params.parse)
     if request.method == "HEAD":
         return _head(SSE if _wants_sse(chat) else TEXT, STREAM_HEADERS)
-    relay = Relay.open(current_app.extensions["upstream"], chat.chat_body(stream=True),
-                       request.environ, record)
-    if _wants_sse(chat):
-        return relay.response(relay.sse(), SSE)
-    return relay.response(relay.text(), TEXT)
+    output = SSE_BODY if _wants_sse(chat) else TEXT_BODY
+    return Relay.open(current_app.extensions["upstream"], chat.chat_body(stream=True),
+                      request.environ, record, output).response()

@@ -15,20 +15,18 @@ searched for it (one `bytes.find`), and a write holding it ends the stream with 
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 from flask import Response, stream_with_context
 from werkzeug.datastructures import Headers
 
-from ..upstream.stream import ChatStream
+from ..upstream.stream import ChatStream, Encoding
 from ..upstream.events import sse_event, text_of
-from ..errors import ApiError, ClientClosedRequest, UpstreamError
+from ..errors import ApiError, ClientClosedRequest, UpstreamError, withheld
 from ..runtime import client_socket
 from ..runtime.guard import ClientGone, Guard, guard_for
 from ..ops.requestlog import CLIENT_DISCONNECTED, COMPLETED, UPSTREAM_ERROR, RequestRecord
 from ..upstream.client import Upstream
-
-Encoder = Callable[[list[bytes]], bytes]
 
 # Streams must reach the client as they are written: no proxy buffering, no caching.
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -91,86 +89,60 @@ class _ServedBody:
 
 
 class Relay:
-    def __init__(self, stream: ChatStream, items: Iterator, first: Any,
+    def __init__(self, stream: ChatStream, writes: Iterator[bytes], first: bytes | None, output: "Output",
                  guard: Guard, record: RequestRecord, environ: dict, key: bytes | None = None) -> None:
-        self.stream, self._items, self._first = stream, items, first
+        self.stream, self._writes, self._first, self.output = stream, writes, first, output
         self.guard, self.record, self._environ = guard, record, environ
         self._key = key  # the upstream's key, which no byte we send may contain
 
     @classmethod
     def open(cls, upstream: Upstream, body: dict[str, Any], environ: dict,
-             record: RequestRecord, raw: bool = False, **endpoint: Any) -> "Relay":
-        """Open the upstream stream and wait for its first content (or, `raw`, its first bytes).
+             record: RequestRecord, output: "Output", **endpoint: Any) -> "Relay":
+        """Open the upstream stream and wait for its first write in `output`.
         `endpoint`: the upstream path and parser, for streams other than chat completions."""
         guard = guard_for(environ, record.started + upstream.settings.first_token_timeout)
         stream = None
         try:
             stream = upstream.open_stream(body, guard, **endpoint)
-            items = stream.raw() if raw else iter(stream)
-            first = next(items, None)
+            # The stream searches each of its writes for the key (before the first byte: a real status).
+            key = _secret(upstream)
+            writes = stream.writes(output.encoding, key)
+            first = next(writes, None)
             if first:
                 record.first_token()
-            key = _secret(upstream)
-            if key is not None and first and (first if raw else b"".join(first)).find(key) >= 0:
-                raise UpstreamError(_KEY_SEEN)  # before the first byte: a real status
         except ClientGone:
             _close(stream, guard)
             raise ClientClosedRequest("The client closed the connection.") from None
         except ApiError:
             _close(stream, guard)
             raise
-        return cls(stream, items, first, guard, record, environ, key)
+        return cls(stream, writes, first, output, guard, record, environ, key)
 
     def close(self) -> None:
         """For the response's close: a body the server never iterated still ends the upstream call."""
         self._finish(CLIENT_DISCONNECTED)
 
-    def response(self, body: Iterator[bytes], content_type: str) -> Response:
-        """The streamed response for one of this relay's bodies, whose close ends the upstream call."""
+    def response(self) -> Response:
+        """The streamed response, whose close ends the upstream call."""
         # Run by the record's close, the response's one close hook (requestlog.end registers it).
         self.record.closers.append(self.close)
-        return StreamedResponse(stream_with_context(body), headers=_stream_headers(content_type))
+        return StreamedResponse(stream_with_context(self.body()), headers=_stream_headers(self.output.content_type))
 
-    def text(self) -> Iterator[bytes]:
-        """Plain text; a failure after the first byte aborts the connection."""
-        return self._relay(encode_text, self._abort_connection, None)
-
-    def sse(self) -> Iterator[bytes]:
-        """Our events: `data: {"text": ...}` per piece, then `event: done` or `event: error`."""
-        return self._relay(encode_sse, self._error_event, self._done_event)
-
-    def passthrough(self) -> Iterator[bytes]:
-        """The upstream's own chat-completion events, unchanged, for OpenAI-compatible clients."""
-        return self._relay(None, self._openai_error_event, None)
-
-    def responses_passthrough(self) -> Iterator[bytes]:
-        """The upstream's own Responses events, unchanged; a failure is our `error` event."""
-        return self._relay(None, self._responses_error_event, None)
-
-    def _relay(self, encode: Encoder | None, fail: Callable[[UpstreamError], Iterator[bytes]],
-               done: Callable[[], bytes] | None) -> Iterator[bytes]:
-        record, key = self.record, self._key
+    def body(self) -> Iterator[bytes]:
+        """The writes, then the output's end (`done`), or its failure after the first byte (`fail`)."""
+        record, key, fail, done = self.record, self._key, self.output.fail, self.output.done
         if record.written:
             return  # closed before the server iterated it
         record.status = 200
         try:
             if self._first:
-                out = encode(self._first) if encode else self._first
-                if key is not None and out.find(key) >= 0:
-                    raise UpstreamError(_KEY_SEEN)
                 record.first_byte()
-                record.bytes += len(out)
-                yield out
-            for item in self._items:
-                out = encode(item) if encode else item
-                if key is not None and out.find(key) >= 0:
-                    raise UpstreamError(_KEY_SEEN)
-                record.bytes += len(out)
-                yield out
+                yield self._first
+            yield from self._writes
             if done is not None:
-                out = done()  # it quotes the upstream's finish reason and usage: searched like the rest
+                out = done(self)  # it quotes the upstream's finish reason and usage: searched like the rest
                 if key is not None and out.find(key) >= 0:
-                    raise UpstreamError(_KEY_SEEN)
+                    raise withheld()
                 record.bytes += len(out)
                 yield out
             self._finish(COMPLETED)
@@ -178,9 +150,9 @@ class Relay:
             # Our own words, never the upstream's: only the message of an error we made goes out.
             out = b""
             try:
-                out = b"".join(fail(exc))  # the plain-text body aborts its connection here
+                out = b"".join(fail(self, exc))  # the plain-text body aborts its connection here
                 if key is not None and out.find(key) >= 0:
-                    out = b"".join(fail(UpstreamError(_KEY_SEEN)))
+                    out = b"".join(fail(self, withheld()))
                 record.bytes += len(out)
             finally:
                 self._finish(UPSTREAM_ERROR, exc.type)
@@ -197,6 +169,7 @@ class Relay:
             return
         _close(self.stream, self.guard)
         parser = self.stream.parser
+        self.record.bytes += self.stream.written
         self.record.chunks = parser.chunks
         self.record.count_usage(parser.usage, parser.chunks)
         self.record.finish(outcome, error)
@@ -232,6 +205,26 @@ class Relay:
         return iter(())
 
 
+class Output(NamedTuple):
+    """A relayed body: its content's encoding (None: the upstream's own events, unchanged), its
+    Content-Type, how a failure after the first byte ends it, and its last write (None: none)."""
+    encoding: Encoding | None
+    content_type: str
+    fail: Callable[[Relay, UpstreamError], Iterator[bytes]]
+    done: Callable[[Relay], bytes] | None
+
+
+# Plain text; a failure after the first byte aborts the connection.
+TEXT_BODY = Output(Encoding(encode_text, None), "text/plain; charset=utf-8", Relay._abort_connection, None)
+# Our events: `data: {"text": ...}` per piece, then `event: done` or `event: error`.
+SSE_BODY = Output(Encoding(encode_sse, b'data: {"text":%s}\n\n'), "text/event-stream; charset=utf-8",
+             Relay._error_event, Relay._done_event)
+# The upstream's own chat-completion (or legacy completion) events, for OpenAI-compatible clients.
+CHAT_EVENTS = Output(None, "text/event-stream; charset=utf-8", Relay._openai_error_event, None)
+# The upstream's own Responses events; a failure is our `error` event.
+RESPONSE_EVENTS = Output(None, "text/event-stream; charset=utf-8", Relay._responses_error_event, None)
+
+
 def complete(upstream: Upstream, body: dict[str, Any], environ: dict, path: str | None = None) -> bytes:
     """A blocking call (to chat completions, or `path`), ended like a stream's when the client leaves."""
     guard = guard_for(environ, float("inf"))
@@ -241,9 +234,6 @@ def complete(upstream: Upstream, body: dict[str, Any], environ: dict, path: str 
         raise ClientClosedRequest("The client closed the connection.") from None
     finally:
         guard.close()
-
-
-_KEY_SEEN = "The model server's answer was withheld: it held this service's credentials."
 
 
 def _secret(upstream: Upstream) -> bytes | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from flask import Blueprint, Request, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -23,7 +23,7 @@ from ..upstream.events import CompletionParser, ResponsesParser
 from .admission import admit
 from .handlers import error_response
 from .params import check_sampling, load_json, request_body
-from .relay import Relay, complete
+from .relay import CHAT_EVENTS, RESPONSE_EVENTS, Output, Relay, complete
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
@@ -48,8 +48,7 @@ def chat_completions() -> Response:
     body, record = admit(_checked_body)
     upstream = current_app.extensions["upstream"]
     if body.get("stream"):
-        relay = Relay.open(upstream, body, request.environ, record, raw=True)
-        return relay.response(relay.passthrough(), "text/event-stream; charset=utf-8")
+        return Relay.open(upstream, body, request.environ, record, CHAT_EVENTS).response()
     return _blocking(upstream, body, record, None)
 
 
@@ -57,7 +56,7 @@ def chat_completions() -> Response:
 @policy()  # a key, the rate limit, the log
 def completions() -> Response:
     body, record = admit(_checked_completion)
-    return _streamed_or_whole(body, record, "/completions", CompletionParser, Relay.passthrough)
+    return _streamed_or_whole(body, record, "/completions", CompletionParser, CHAT_EVENTS)
 
 
 @bp.post("/embeddings")
@@ -71,16 +70,15 @@ def embeddings() -> Response:
 @policy()  # a key, the rate limit, the log
 def responses() -> Response:
     body, record = admit(_checked_response)
-    return _streamed_or_whole(body, record, "/responses", ResponsesParser, Relay.responses_passthrough)
+    return _streamed_or_whole(body, record, "/responses", ResponsesParser, RESPONSE_EVENTS)
 
 
 def _streamed_or_whole(body: dict[str, Any], record: RequestRecord, path: str, parser: Callable[[], Any],
-                       events: Callable[[Relay], Iterator[bytes]]) -> Response:
+                       events: Output) -> Response:
     """A relayed endpoint other than chat: its own upstream path, event parser and passthrough."""
     upstream = current_app.extensions["upstream"]
     if body.get("stream"):
-        relay = Relay.open(upstream, body, request.environ, record, raw=True, path=path, parser=parser())
-        return relay.response(events(relay), "text/event-stream; charset=utf-8")
+        return Relay.open(upstream, body, request.environ, record, events, path=path, parser=parser()).response()
     return _blocking(upstream, body, record, path)
 
 
