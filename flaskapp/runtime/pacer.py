@@ -24,11 +24,11 @@ class Pacer:
     about two slices while others wait.
     """
 
-    __slots__ = ("_loop", "_slice", "interval", "_guard", "_iteration", "read_at")
+    __slots__ = ("_loop", "slice", "interval", "_guard", "_iteration", "read_at")
 
     def __init__(self, guard: Guard, *, fair_slice: float, interval: float) -> None:
         self._loop = gevent.get_hub().loop
-        self._slice = fair_slice  # seconds a stream may relay without the event loop turning; 0: never yield
+        self.slice = fair_slice  # seconds a stream may relay without the event loop turning; 0: never yield
         self.interval = interval  # least seconds between reads; 0: none
         self._guard = guard
         self._iteration = -1
@@ -42,13 +42,13 @@ class Pacer:
                 with self._guard.awaiting():  # a client leaving ends the pause, and the stream
                     gevent.sleep(pause)
                 now = time.monotonic()
-        if self._slice:
+        if self.slice:
             iteration = self._loop.iteration
             if iteration == self._iteration:  # not turned for a slice at least
                 gevent.sleep(0)
                 now, iteration = time.monotonic(), self._loop.iteration
             self._iteration = iteration
-        return now, (0.0 if self.interval else now + self._slice)
+        return now, (0.0 if self.interval else now + self.slice)
 
 
 def pacer_for(guard: Guard, *, fair_slice: float, interval: float) -> Pacer | None:

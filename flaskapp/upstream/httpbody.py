@@ -252,6 +252,14 @@ class Body:
             self._emptied_at = -FRESH  # a full read: more may be waiting
         return data
 
+    def reads(self) -> tuple[Callable[[], None], Callable[[int], bytes], Callable[[int], bytes]] | None:
+        """For a reader of its own, after its first `read()`: (wait until the socket is readable,
+        read what it holds, read waiting as needed), each raising the socket's errors; None where
+        every read must be `read()` (no event loop to wait on first, TLS, or a deadline)."""
+        if not self._waits or self._deadline is not None:
+            return None
+        return self._wait_readable, self._recv_ready, self._sock.recv
+
     def _more(self) -> bytes:
         data = self.read()
         if not data:

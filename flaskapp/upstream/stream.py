@@ -15,6 +15,7 @@ with a few byte comparisons; every other read goes through the chunked decoder
 from __future__ import annotations
 
 import re
+import socket
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 import httpx2
 
 from .events import PLAIN_LITERAL, ChunkParser, MalformedChunk
-from .httpbody import MAX_LINE, Body, MalformedResponse
+from .httpbody import FRESH, MAX_LINE, READ_SIZE, Body, MalformedResponse
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, malformed, too_large, withheld
 from ..runtime.guard import ClientGone, Guard, UpstreamSilent
 from ..runtime.pacer import pacer_for
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 _ERROR_KIND = re.compile(r"[a-z_]{1,40}")
 _fullmatch_plain = PLAIN_LITERAL.fullmatch
+INFINITY = float("inf")
 
 
 class Encoding(NamedTuple):
@@ -67,17 +69,22 @@ class ChatStream:
         None, the upstream's whole events as they came (checked on the way through; never an
         error event). A write holding `forbidden` (the upstream's key) raises an UpstreamError."""
         guard, parser, idle, pacer = self._guard, self.parser, self._idle_timeout, self._pacer
-        interval, due = (pacer.interval, 0.0) if pacer is not None else (0.0, float("inf"))  # when to pace
+        interval, due = (pacer.interval, 0.0) if pacer is not None else (0.0, INFINITY)  # when to pace
+        # After a read that waited, the loop has turned: the next look is a slice later.
+        after_wait = INFINITY if pacer is None else -INFINITY if interval else pacer.slice
         feed, clock = parser.feed, time.monotonic
-        stream_deadline, max_bytes, received = self._stream_deadline, self._max_bytes, 0
+        stream_deadline, max_bytes, received, written, taken = self._stream_deadline, self._max_bytes, 0, 0, 0
         many, one = encoding if encoding is not None else (None, None)
-        body = self._body
+        body, waits = self._body, None
         if body is not None:  # the lean transport's chunked body: read here, its framing undone here
-            read, decoder = body.read, body.decoder
+            read, decoder, waits = body.read, body.decoder, body.reads()
         else:
             read, decoder = partial(next, self._reads_from, None), None
+        if waits is not None:
+            wait, recv_ready, recv = waits
         lane = frame_start = suffix = None  # the parser's frame, as this loop compares it (chunked)
         until = None  # until the first read, the guard holds the first-token deadline
+        emptied_at = -FRESH  # when the last read emptied the socket
         ended = False  # the answer's bytes have all been read
         try:
             while True:
@@ -105,7 +112,25 @@ class ChatStream:
                         raise ClientGone()
                     guard.waiting = True
                     try:
-                        data = read()
+                        if waits is None or until is None:  # the first read takes what came with the head
+                            data = read()
+                        elif now - emptied_at < FRESH:
+                            # Body.read's wait-then-read (httpbody.py), here, where the wait tells the
+                            # pacer what it would look for: the loop turned.
+                            wait()
+                            try:
+                                data = recv_ready(READ_SIZE)
+                            except BlockingIOError:  # woken with nothing to read after all
+                                data = recv(READ_SIZE)
+                            emptied_at = clock() if len(data) < READ_SIZE else -FRESH
+                            due = emptied_at + after_wait
+                        else:
+                            data = recv(READ_SIZE)
+                            emptied_at = clock() if len(data) < READ_SIZE else -FRESH
+                    except socket.timeout:
+                        raise httpx2.ReadTimeout("timed out reading the response") from None
+                    except OSError as exc:
+                        raise httpx2.ReadError(str(exc)) from None
                     finally:
                         guard.waiting = False
                     if until is None:  # from now on the idle deadline, likely sooner than the first token's
@@ -139,7 +164,7 @@ class ChatStream:
                                     received += size
                                     if received > max_bytes:
                                         raise too_large(max_bytes)
-                                    parser.chunks += 1
+                                    taken += 1
                                     if many is None:
                                         out = data[line_end + 2:-2]  # the event, as it came
                                     elif one is None:
@@ -148,7 +173,7 @@ class ChatStream:
                                         out = one % data[start:end]
                                     if forbidden is not None and out.find(forbidden) >= 0:
                                         raise withheld()
-                                    self.written += len(out)
+                                    written += len(out)
                                     yield out
                                     continue
                         data = decoder.decode(data)
@@ -168,7 +193,7 @@ class ChatStream:
                 if out:
                     if forbidden is not None and out.find(forbidden) >= 0:
                         raise withheld()
-                    self.written += len(out)
+                    written += len(out)
                     yield out
         except UpstreamSilent:
             if time.monotonic() >= self._stream_deadline:
@@ -184,6 +209,8 @@ class ChatStream:
             raise malformed() from None
         except httpx2.TransportError:
             raise UpstreamUnavailable("The model server dropped the stream.") from None
+        finally:
+            self.written, parser.chunks = written, parser.chunks + taken  # counted here as they went
         if not parser.complete:
             raise UpstreamError("The model server ended the stream before the answer was complete.")
 

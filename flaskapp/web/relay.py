@@ -167,9 +167,11 @@ class Relay:
     def _finish(self, outcome: str, error: str | None = None) -> None:
         if self.record.written:
             return
+        self._writes.close()  # a stream the server never iterated: its counts, as they stand
         _close(self.stream, self.guard)
         parser = self.stream.parser
-        self.record.bytes += self.stream.written
+        if self.record.status is not None:  # the body was iterated: its writes went to the server
+            self.record.bytes += self.stream.written
         self.record.chunks = parser.chunks
         self.record.count_usage(parser.usage, parser.chunks)
         self.record.finish(outcome, error)
