@@ -134,7 +134,8 @@ class ChatStream:
                     finally:
                         guard.waiting = False
                     if until is None:  # from now on the idle deadline, likely sooner than the first token's
-                        until = min(clock() + idle, stream_deadline)
+                        emptied_at = clock()  # (what came with the head, too, emptied the socket just now)
+                        until = min(emptied_at + idle, stream_deadline)
                         guard.tighten(until)
                     if interval:
                         pacer.read_at = clock()
