@@ -130,30 +130,3 @@ def test_the_no_op_guard_keeps_the_deadline_and_never_interrupts():
     assert guard.deadline == 5.0
     guard.expect_by(9.0)
     assert guard.deadline == 9.0
-
-
-def test_next_read_is_a_wait_like_awaiting(pair, guarded):
-    guard = guarded(30.0)
-
-    def reads():
-        assert guard.waiting  # the read is the interruptible wait
-        yield b"one"
-        gevent.sleep(5)
-        yield b"never"
-
-    pieces = reads()
-    assert guard.next_read(pieces, time.monotonic() + 30) == b"one" and not guard.waiting
-    with pytest.raises(UpstreamSilent):
-        guard.next_read(pieces, time.monotonic() + 0.1)  # `until` moves the deadline, as awaiting's does
-    assert not guard.waiting
-
-
-def test_next_read_refuses_a_departed_client_and_passes_the_end_on(pair, guarded):
-    guard = guarded()
-    with pytest.raises(StopIteration):
-        guard.next_read(iter(()))
-    pair[1].close()
-    gevent.sleep(0.2)
-    with pytest.raises(ClientGone):
-        guard.next_read(iter([b"unread"]))
-    assert Guard().next_read(iter([b"x"]), 1.0) == b"x"  # the no-op guard reads

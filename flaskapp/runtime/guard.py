@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
-from typing import Any, Iterator
+from typing import Any
 
 from . import client_socket
 
@@ -39,7 +39,10 @@ class Guard:
 
     A request's greenlet waits on the upstream only inside `with guard.awaiting(until):`,
     the one place that marks it interruptible; the deadline moves only through
-    `awaiting(until)`, `expect_by()` and `tighten()`.
+    `awaiting(until)`, `expect_by()` and `tighten()`. A stream's loop, which waits once per
+    upstream read and cannot spare the calls (upstream/stream.py), takes `awaiting`'s
+    steps itself: the deadline moved on as `awaiting(until)` moves it, ClientGone where
+    `gone`, and `waiting` set for the read alone.
     """
 
     active = False  # whether deadlines and departures are enforced at all
@@ -67,22 +70,6 @@ class Guard:
 
     def __exit__(self, *exc_info: object) -> None:
         self.waiting = False
-
-    def next_read(self, reads: Iterator[bytes], until: float | None = None) -> bytes:
-        """`next(reads)` inside `with self.awaiting(until):`, in one call rather than three:
-        a stream makes it once per upstream read. StopIteration passes through."""
-        if until is not None:
-            if until < self.deadline:
-                self.tighten(until)
-            else:
-                self.deadline = until
-        if self.gone:
-            raise ClientGone()
-        self.waiting = True
-        try:
-            return next(reads)
-        finally:
-            self.waiting = False
 
     def expect_by(self, deadline: float) -> None:
         """Move the deadline, sooner or later."""

@@ -82,7 +82,7 @@ class ChatStream:
             read, decoder = partial(next, self._reads_from, None), None
         if waits is not None:
             wait, recv_ready, recv = waits
-        lane = frame_start = suffix = None  # the parser's frame, as this loop compares it (chunked)
+        lane = prefix_length = suffix = None  # the parser's frame, as this loop compares it (chunked)
         until = None  # until the first read, the guard holds the first-token deadline
         emptied_at = -FRESH  # when the last read emptied the socket
         ended = False  # the answer's bytes have all been read
@@ -102,8 +102,8 @@ class ChatStream:
                         until = now + idle
                         if until > stream_deadline:
                             until = stream_deadline
-                        # Guard.next_read's steps, inline (this runs once per read): the deadline
-                        # moves on, a departed client is noticed, and the wait may be interrupted.
+                        # The guard's `awaiting(until)`, inline (this runs once per read): the deadline
+                        # moves on, a departed client is noticed, and the read may be interrupted.
                         if until < guard.deadline:
                             guard.tighten(until)
                         else:
@@ -150,11 +150,11 @@ class ChatStream:
                         if parser.lane is not lane:
                             lane = parser.lane
                             if lane is not None:
-                                frame_start, suffix = len(lane[0]), lane[1] + b"\r\n"
+                                prefix_length, suffix = len(lane[0]), lane[1] + b"\r\n"
                         if lane is not None and decoder.between:
                             # The common read: `<size>\r\n<prefix>"literal"<suffix>\r\n`, one whole chunk.
                             line_end = data.find(b"\r\n")
-                            start, end = line_end + 2 + frame_start, len(data) - len(suffix)
+                            start, end = line_end + 2 + prefix_length, len(data) - len(suffix)
                             if (0 < line_end <= MAX_LINE and data.startswith(lane[0], line_end + 2)
                                     and data.endswith(suffix) and _fullmatch_plain(data, start, end)):
                                 try:

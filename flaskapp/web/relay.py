@@ -1,16 +1,18 @@
 """The streaming hot path: from an open upstream stream to the client's bytes.
 
 `Relay.open()` does everything that can still fail with a real HTTP status — opening
-the upstream call and waiting for its first content — before the view returns the
-response. After that, the body generators only pass bytes on: one write per upstream
-read, however many tokens it held, and no per-token objects.
+the upstream call and waiting for its first write in the view's `Output` — before the
+view returns the response. After that, the body only passes the stream's writes on (one
+per upstream read, however many tokens it held, and no per-token objects), then ends
+them as its output says.
 
 A failure after the first byte cannot change the status any more. The SSE body says
 so with `event: error`; the plain-text body aborts the connection before the final
 chunk, so the client sees an incomplete transfer, never a short answer that looks whole.
 
 Whatever the upstream sends, the configured upstream key never goes out: each write is
-searched for it (one `bytes.find`), and a write holding it ends the stream with our error.
+searched for it (one `bytes.find`; the stream's by the stream, the ends here), and a
+write holding it ends the stream with our error.
 """
 from __future__ import annotations
 
