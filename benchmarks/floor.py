@@ -1,6 +1,6 @@
 """The floor: what relaying a token costs a gevent worker on this machine, before any framework.
 
-    python benchmarks/floor.py [--concurrency 500] [--rounds 2] [--intervals 0,0.05,0.1]
+    python benchmarks/floor.py [--concurrency 500] [--rounds 2] [--intervals 0,0.05,0.1] [--obfuscation]
 
 Starts the emulator (CPU 1; 20 ms a token, 100 tokens, as the experiment's rig) and,
 on CPU 0, each of two relays in turn:
@@ -106,6 +106,8 @@ def main() -> None:
                         help="Comma-separated least seconds between a stream's reads (default: %(default)s).")
     parser.add_argument("--tokens-per-second", type=float, default=50.0,
                         help="The emulator's pace (default: %(default)s, the experiment's 20 ms a token).")
+    parser.add_argument("--obfuscation", action="store_true",
+                        help="The emulator pads every chunk, as OpenAI does by default.")
     parser.add_argument("--serve", type=int, metavar="FD", help=argparse.SUPPRESS)
     parser.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--interval", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -116,7 +118,7 @@ def main() -> None:
     from flaskapp.loadtest.rig import start_emulator, start_gunicorn
 
     logs = Path(tempfile.mkdtemp(prefix="floor-"))
-    emulator = start_emulator(logs, 0.5, args.tokens_per_second, TOKENS, cpus={1})
+    emulator = start_emulator(logs, 0.5, args.tokens_per_second, TOKENS, cpus={1}, obfuscation=args.obfuscation)
     print(f"{args.concurrency} streams, {1000 / args.tokens_per_second:g} ms a token; "
           "CPU of the relay only (CPU 0)\n")
     print(f"{'relay':<10} {'interval':>8} {'ms/request (1 token)':>21} {'µs/token':>9} {'ms/request':>11} "

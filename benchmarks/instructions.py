@@ -1,7 +1,7 @@
 """Instructions per request: a measure of per-request cost that the machine's speed does not move.
 
     python benchmarks/instructions.py [--requests 400] [--path /stream?prompt=hi&max_tokens=1 ...]
-                                      [--app-root DIR] [--hello] [--tokens 1] [--warm-up 300]
+                                      [--app-root DIR] [--hello] [--tokens 1] [--warm-up 300] [--obfuscation]
 
 CPU time per request drifts by a fifth from one hour to the next here (benchmarks/per_request.py
 measures it the way an operator would, and so has to run every server side by side). This
@@ -116,6 +116,8 @@ def main() -> None:
     parser.add_argument("--app-root", type=Path, default=ROOT, help="The flaskapp checkout to measure.")
     parser.add_argument("--hello", action="store_true", help="Measure the hello-world peer instead.")
     parser.add_argument("--tokens", type=int, default=1, help="The emulator's answers' tokens (default: %(default)s).")
+    parser.add_argument("--obfuscation", action="store_true",
+                        help="The emulator pads every chunk, as OpenAI does by default.")
     parser.add_argument("--warm-up", type=int, default=300,
                         help="Requests before the counted ones, in each run (default: %(default)s).")
     parser.add_argument("--run", help=argparse.SUPPRESS)
@@ -130,7 +132,8 @@ def main() -> None:
     from flaskapp.loadtest.rig import start_emulator
 
     pace = 1000.0 if args.tokens == 1 else 200.0  # a token a read: 5 ms apart, valgrind's run is slow
-    emulator = start_emulator(Path(tempfile.mkdtemp(prefix="instructions-")), 0.0, pace, args.tokens, cpus={1})
+    emulator = start_emulator(Path(tempfile.mkdtemp(prefix="instructions-")), 0.0, pace, args.tokens, cpus={1},
+                              obfuscation=args.obfuscation)
     try:
         print("| request | instructions per request |\n|---|---:|")
         for path in args.path or (HELLO_PATHS if args.hello else PATHS):

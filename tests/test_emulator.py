@@ -86,6 +86,17 @@ def test_chat_n_choices_streamed_as_the_blocking_answer(client):
     assert all(len(chunk.choices) == 1 for chunk in chunks[:-1])
 
 
+@pytest.mark.parametrize("n", [1, 2])
+def test_obfuscation_pads_each_chunk_as_openai_does_when_asked(client, n):
+    plain = list(client.chat.completions.create(model="gpt-4", messages=MESSAGES, n=n, stream=True))
+    padded = list(client.chat.completions.create(model="gpt-4", messages=MESSAGES, n=n, stream=True,
+                                                 stream_options={"include_obfuscation": True}))
+    assert accumulate(padded) == accumulate(plain)  # the same answer
+    paddings = [chunk.obfuscation for chunk in padded]
+    assert all(paddings) and len(set(map(len, paddings))) > 1  # in every chunk, of varying length
+    assert all(chunk.obfuscation is None for chunk in plain)
+
+
 def test_prompt_tokens_count_text_parts(client):
     parts = [{"role": "user", "content": [{"type": "text", "text": "Why stream?"}]},
              {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",

@@ -12,6 +12,7 @@ import pytest
 from flaskapp.errors import UpstreamError
 from flaskapp.runtime.guard import Guard
 from flaskapp.upstream.client import UpstreamSettings
+from flaskapp.upstream.events import ChunkParser
 from flaskapp.upstream.httpbody import Body
 from flaskapp.upstream.stream import ChatStream
 from flaskapp.web.relay import CHAT_EVENTS, SSE_BODY, TEXT_BODY
@@ -20,12 +21,14 @@ KEY = b"sk-proj-0123456789abcdef"
 TOP = b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4","choices":'
 
 
-def event(delta: bytes, finish: bytes = b"null", top: bytes = TOP) -> bytes:
-    return top + b'[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]}\n\n' % (delta, finish)
+def event(delta: bytes, finish: bytes = b"null", top: bytes = TOP, padding: bytes | None = None) -> bytes:
+    # OpenAI's own events end with `"obfuscation"`: random padding, a different length each time.
+    end = b"}" if padding is None else b',"obfuscation":"%s"}' % padding
+    return top + b'[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]%s\n\n' % (delta, finish, end)
 
 
-def content(text: str) -> bytes:
-    return event(b'{"content":%s}' % json.dumps(text).encode())
+def content(text: str, padding: bytes | None = None) -> bytes:
+    return event(b'{"content":%s}' % json.dumps(text).encode(), padding=padding)
 
 
 def chunk(data: bytes, size: bytes | None = None) -> bytes:
@@ -80,6 +83,29 @@ def test_a_stream_of_whole_chunks_is_written_read_for_read():
     assert assert_same(reads) == [b"Hello", b" there", b"!"]
 
 
+class CountingParser(ChunkParser):
+    __slots__ = ("fed",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fed = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self.fed += 1
+        return super().feed(data)
+
+
+@pytest.mark.parametrize("padding", [None, b"xYz"], ids=["plain", "padded as OpenAI's"])
+def test_after_the_first_content_each_token_read_is_taken_without_the_parser(padding):
+    reads = [OPENING] + [chunk(content(f" word{i}", padding)) for i in range(10)] + [ENDING]
+    body = Body(ScriptedConnection(reads), [(b"Transfer-Encoding", b"chunked")], False, lambda connection: None)
+    parser = CountingParser()
+    stream = ChatStream(iter(body), close=body.close, guard=Guard(), settings=UpstreamSettings(), parser=parser,
+                        body=body)
+    assert len(list(stream.writes(TEXT_BODY.encoding))) == 10
+    assert parser.fed == 3 and parser.chunks == 10  # the opening, the first content, the end
+
+
 NEAR_MISSES = {
     "an escaped quote": chunk(content('say "hi"')),
     "a line break escaped": chunk(content("a\nb")),
@@ -110,6 +136,30 @@ def test_a_read_the_frame_almost_fits_is_read_as_the_general_path_reads_it(read)
     assert_same(reads)
 
 
+PADDED_NEAR_MISSES = {
+    "other padding": chunk(content("x", b"Zq09")),
+    "no padding": chunk(content("x", b"")),
+    "padding with an escape": chunk(content("x", b"a\\\"b")),
+    "padding holding the unfinished marker": chunk(content("x", b'\\"finish_reason\\":null')),
+    "no padding field": chunk(content("x")),
+    "a quote in the content": chunk(content('a"b', b"pad")),
+    "another id": chunk(event(b'{"content":"x"}', top=TOP.replace(b"chatcmpl-1", b"chatcmpl-2"), padding=b"p")),
+    "a finish beside the content": chunk(event(b'{"content":"x"}', b'"length"', padding=b"p")),
+    "padding cut short": chunk(content("x", b"pad"))[:-8] + b'"}\n\n\r\n',
+}
+
+
+def test_openai_padded_events_are_written_read_for_read():
+    reads = [OPENING] + [chunk(content(f" word{i}", b"xYz9"[:i % 5])) for i in range(8)] + [ENDING]
+    assert assert_same(reads) == [f" word{i}".encode() for i in range(8)]
+
+
+@pytest.mark.parametrize("read", PADDED_NEAR_MISSES.values(), ids=PADDED_NEAR_MISSES.keys())
+def test_a_read_a_padded_frame_almost_fits_is_read_as_the_general_path_reads_it(read):
+    reads = [OPENING, chunk(content("Hello", b"abc")), read, chunk(content(" more", b"q")), ENDING]
+    assert_same(reads)
+
+
 def test_reads_split_anywhere_are_the_general_paths_too():
     wire = b"".join([OPENING] + [chunk(content(f" word{i}")) for i in range(30)] + [ENDING])
     randomly = random.Random(5)
@@ -118,10 +168,11 @@ def test_reads_split_anywhere_are_the_general_paths_too():
         assert_same([wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)])])
 
 
-def test_mutated_streams_are_the_general_paths_too():
-    # Each read a whole chunk, one byte of it changed: framing, frame and literal alike.
+@pytest.mark.parametrize("padding", [None, b"Pad1"], ids=["plain", "padded"])
+def test_mutated_streams_are_the_general_paths_too(padding):
+    # Each read a whole chunk, one byte of it changed: framing, frame, padding and literal alike.
     randomly = random.Random(11)
-    reads = [OPENING] + [chunk(content(f" w{i}")) for i in range(6)] + [ENDING]
+    reads = [OPENING] + [chunk(content(f" w{i}", padding)) for i in range(6)] + [ENDING]
     for _ in range(300):
         mutated = list(reads)
         at = randomly.randrange(1, len(mutated) - 1)

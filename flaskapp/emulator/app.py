@@ -26,6 +26,7 @@ class EmulatorSettings:
     tokens: int = 500  # answer length (the model's natural length) when max_tokens asks no fewer
     seed: int = 0
     api_key: str | None = None  # when set, requests must carry it as a bearer token
+    obfuscation: bool = False  # pad streamed chat chunks as OpenAI does by default (a request may say otherwise)
     models: tuple[str, ...] = ("gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo",
                                "gpt-3.5-turbo-instruct", *NATIVE_DIMENSIONS)
 

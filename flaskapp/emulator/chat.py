@@ -119,10 +119,12 @@ def chat(emulator: "Emulator", environ: dict, start_response: StartResponse) -> 
              "total_tokens": prompt_tokens + completion_tokens}
     completion_id, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
     if body.get("stream"):
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        options = body.get("stream_options") or {}
+        include_usage = bool(options.get("include_usage"))
+        obfuscation = bool(options.get("include_obfuscation", emulator.settings.obfuscation))
         start_response("200 OK", list(SSE_HEADERS))
         return _stream(emulator, environ, fault, choices, model, completion_id, created,
-                       usage if include_usage else None)
+                       usage if include_usage else None, obfuscation)
 
     def build() -> dict:
         return {"id": completion_id, "object": "chat.completion", "created": created, "model": model,
@@ -141,12 +143,20 @@ def _message(choice: Choice) -> dict:
          "function": {"name": choice.tool["name"], "arguments": choice.text()}}]}
 
 
+# OpenAI's stream obfuscation: random characters in each chunk, of varying length, so that
+# chunk sizes do not tell the tokens. Here a slice of a fixed alphabet, its length by the token's.
+_PADDING = b"ZGFlRK2aBvkJ0wmdEACq7XnYpT3sHuVc"
+
+
 def _stream(emulator: "Emulator", environ: dict, fault, choices: list[Choice], model: str,
-            completion_id: str, created: int, usage: dict | None) -> Iterable[bytes]:
+            completion_id: str, created: int, usage: dict | None, obfuscation: bool = False) -> Iterable[bytes]:
     top = (f'data: {{"id":"{completion_id}","object":"chat.completion.chunk","created":{created},'
            f'"model":{json.dumps(model)},"choices":').encode()
     heads = [top + b'[{"index":%d,"delta":' % c.index for c in choices]
-    running = b',"finish_reason":null}]}\n\n'
+    # Every chunk's end; with obfuscation, its padding is written between `end` and `close`.
+    end, close = (b',"finish_reason":null}],"obfuscation":"', b'"}\n\n') if obfuscation else \
+        (b',"finish_reason":null}]}\n\n', b"")
+    running = end + _PADDING[:7] + close if obfuscation else end
     opening, prefixes, suffixes = [], [], []
     for head, choice in zip(heads, choices):
         if choice.tool is None:
@@ -161,7 +171,16 @@ def _stream(emulator: "Emulator", environ: dict, fault, choices: list[Choice], m
             prefixes.append(head + b'{"tool_calls":[{"index":0,"function":{"arguments":')
             suffixes.append(b'}}]}' + running)
 
-    if len(choices) == 1:  # the common case, kept lean: one formatting per token
+    if obfuscation:  # each token's chunk padded by its own length: sizes vary, and tell nothing
+        suffixes = [suffix[:-len(running)] + end for suffix in suffixes]
+
+        def padded(piece: bytes) -> bytes:
+            return b"%s%s" % (_PADDING[:(-len(piece)) % 16 + 1], close)
+    else:
+        def padded(piece: bytes) -> bytes:
+            return b""
+
+    if len(choices) == 1 and not obfuscation:  # the common case, kept lean: one formatting per token
         pieces, prefix, suffix = choices[0].pieces, prefixes[0], suffixes[0]
 
         def render(start: int, stop: int) -> bytes:
@@ -170,12 +189,13 @@ def _stream(emulator: "Emulator", environ: dict, fault, choices: list[Choice], m
         lanes = list(zip(prefixes, (c.pieces for c in choices), suffixes))
 
         def render(start: int, stop: int) -> bytes:
-            return b"".join([b"%s%s%s" % (prefix, pieces[i], suffix)
+            return b"".join([b"%s%s%s%s" % (prefix, pieces[i], suffix, padded(pieces[i]))
                              for i in range(start, stop) for prefix, pieces, suffix in lanes
                              if i < len(pieces)])
 
     def epilogue() -> bytes:
-        tail = b"".join(head + b'{},"finish_reason":"%s"}]}\n\n' % c.finish_reason.encode()
+        ending = b"}]%s}\n\n" % (b',"obfuscation":"%s"' % _PADDING[:5] if obfuscation else b"")
+        tail = b"".join(head + b'{},"finish_reason":"%s"' % c.finish_reason.encode() + ending
                         for head, c in zip(heads, choices))
         if usage is not None:
             tail += top + b'[],"usage":' + json.dumps(usage).encode() + b"}\n\n"

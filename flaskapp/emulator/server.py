@@ -71,6 +71,10 @@ def build_parser(prog: str = "python -m flaskapp.emulator") -> argparse.Argument
                         help="Seed of the generated prose; same seed and prompt, same answer.")
     timing.add_argument("--api-key", default=env("FLASKAPP_EMULATOR_API_KEY"),
                         help="Require this bearer token (default: accept any).")
+    timing.add_argument("--obfuscation", action="store_true", default=env("FLASKAPP_EMULATOR_OBFUSCATION", "") == "1",
+                        help="Pad every streamed chat chunk with an `obfuscation` string, as OpenAI does unless a "
+                             "request's stream_options.include_obfuscation is false (default: only for requests "
+                             "that set it true).")
     parser.add_argument("--access-log", action="store_true", help="Log every request to stderr.")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="Exit when the process that started this one goes away (used by the embedded mode).")
@@ -81,7 +85,7 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
     if args.ttft < 0 or args.tokens_per_second <= 0 or args.tokens < 1:
         raise SystemExit("emulator: --ttft must be >= 0, --tokens-per-second > 0, --tokens >= 1")
     return EmulatorSettings(ttft=args.ttft, tokens_per_second=args.tokens_per_second,
-                            tokens=args.tokens, seed=args.seed, api_key=args.api_key)
+                            tokens=args.tokens, seed=args.seed, api_key=args.api_key, obfuscation=args.obfuscation)
 
 
 def serve(args: argparse.Namespace) -> None:

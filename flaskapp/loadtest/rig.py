@@ -161,10 +161,11 @@ def _spawn(name: str, command: list[str], sock: socket.socket, log_dir: Path, en
 
 
 def start_emulator(log_dir: Path, ttft: float, tokens_per_second: float, tokens: int,
-                   cpus: set[int] | None = None) -> Server:
+                   cpus: set[int] | None = None, obfuscation: bool = False) -> Server:
     sock = free_listener()
     command = [sys.executable, "-m", "flaskapp.emulator", "--fd", str(sock.fileno()), "--ttft", str(ttft),
-               "--tokens-per-second", str(tokens_per_second), "--tokens", str(tokens)]
+               "--tokens-per-second", str(tokens_per_second), "--tokens", str(tokens),
+               *(["--obfuscation"] if obfuscation else [])]
     return _spawn("emulator", command, sock, log_dir, None, cpus)
 
 

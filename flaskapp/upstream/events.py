@@ -10,7 +10,9 @@ path through `json.loads`.
 A stream's content events differ only in their content: once `feed` has taken one, the
 parser holds its frame (`lane`: the bytes before and after the literal), and a reader may
 take a later event with that frame and a plain literal (`PLAIN_LITERAL`) as content
-without feeding it (upstream/stream.py), as `_standard` would read it.
+without feeding it (upstream/stream.py), as `_standard` would read it. OpenAI's events
+also differ in their `obfuscation` (random padding, on by default): the frame then leaves
+a gap for that one value, which may be any plain string (`PLAIN_TEXT`).
 
 Bytes are taken in whole events only (up to the last blank line, `\\n\\n` or `\\n\\r\\n`):
 the rest waits, as a list of pieces so that a long event costs linear time, and past
@@ -36,6 +38,8 @@ _FINISHED = re.compile(rb'"index":0,"delta":\{\},(?:"logprobs":null,)?"finish_re
 # A content literal a frame may hold: no escapes, no quote, no line break, not empty (b'""'
 # is a role-only chunk's: no content). What `_standard` takes between the same bytes.
 PLAIN_LITERAL = re.compile(rb'"[^"\\\n]+"')
+PLAIN_TEXT = re.compile(rb'[^"\\\n]*')  # the inside of a string with no escapes: no quote, no line break
+_PADDING = b',"obfuscation":"'
 
 # Nothing it writes can contain itself (request bodies parsed by json.loads, or made here).
 compact_json = jsontext.encoder()
@@ -76,8 +80,9 @@ class ChunkParser:
         self.done = False  # `data: [DONE]` seen
         self.error: dict | None = None  # an error event the upstream sent mid-stream
         self.chunks = 0  # content chunks seen
-        self._frame: tuple[bytes, bytes] | None = None  # a content event's bytes before and after its literal
-        self.lane: tuple[bytes, bytes] | None = None  # the frame, while no partial event waits
+        # A content event's bytes before its literal, after it, and after the padding's gap (None: no gap).
+        self._frame: tuple[bytes, bytes, bytes | None] | None = None
+        self.lane: tuple[bytes, bytes, bytes | None] | None = None  # the frame, while no partial event waits
 
     def feed(self, data: bytes) -> list[bytes]:
         """JSON string literals of choice 0's content in the events `data` completes, in order."""
@@ -139,10 +144,20 @@ class ChunkParser:
         self.lane = None
 
     def _learn(self, event: bytes, literal: bytes) -> None:
-        """The frame of a content event `_standard` read: where it found the literal, found again."""
+        """The frame of a content event `_standard` read: where it found the literal, found again,
+        and the gap for the padding where the event has some."""
         start = event.find(_CONTENT, event.find(_CHOICE_0)) + 10
-        if event.startswith(literal, start) and PLAIN_LITERAL.fullmatch(literal):
-            self._frame = self.lane = (event[:start], event[start + len(literal):])
+        if not (event.startswith(literal, start) and PLAIN_LITERAL.fullmatch(literal)):
+            return
+        after = event[start + len(literal):]
+        gap = after.find(_PADDING)
+        if gap >= 0:
+            gap += len(_PADDING)
+            close = after.find(b'"', gap)
+            if close >= 0 and PLAIN_TEXT.fullmatch(after, gap, close):
+                self._frame = self.lane = (event[:start], after[:gap], after[close:])
+                return
+        self._frame = self.lane = (event[:start], after, None)
 
     def _fields(self, event: bytes, found: list[bytes]) -> None:
         """Events the common case does not take: their data lines joined by newlines, as SSE says."""
