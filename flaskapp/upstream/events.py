@@ -12,7 +12,7 @@ parser holds its frame (`lane`: the bytes before and after the literal), and a r
 take a later event with that frame and a plain literal (`PLAIN_LITERAL`) as content
 without feeding it (upstream/stream.py), as `_standard` would read it. OpenAI's events
 also differ in their `obfuscation` (random padding, on by default): the frame then leaves
-a gap for that one value, which may be any plain string (`PLAIN_TEXT`).
+a gap for that one value, which may be any text with no escape, quote or line break.
 
 Bytes are taken in whole events only (up to the last blank line, `\\n\\n` or `\\n\\r\\n`):
 the rest waits, as a list of pieces so that a long event costs linear time, and past
@@ -20,8 +20,10 @@ the rest waits, as a list of pieces so that a long event costs linear time, and 
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
+from typing import Callable
 
 from .. import jsontext
 
@@ -38,8 +40,17 @@ _FINISHED = re.compile(rb'"index":0,"delta":\{\},(?:"logprobs":null,)?"finish_re
 # A content literal a frame may hold: no escapes, no quote, no line break, not empty (b'""'
 # is a role-only chunk's: no content). What `_standard` takes between the same bytes.
 PLAIN_LITERAL = re.compile(rb'"[^"\\\n]+"')
-PLAIN_TEXT = re.compile(rb'[^"\\\n]*')  # the inside of a string with no escapes: no quote, no line break
+_TEXT = rb'[^"\\\n]*'  # the inside of a string with no escapes: no quote, no line break
 _PADDING = b',"obfuscation":"'
+
+
+@functools.lru_cache(maxsize=64)
+def _gap(middle: bytes) -> Callable[..., re.Match | None]:
+    """The `fullmatch` of a padded frame's varying part: a plain literal (group 1), `middle`, and
+    the padding's plain text. One per distinct `middle` (an upstream's events have one or two)."""
+    return re.compile(rb'("[^"\\\n]+")' + re.escape(middle) + _TEXT).fullmatch
+
+_PLAIN_TEXT = re.compile(_TEXT)
 
 # Nothing it writes can contain itself (request bodies parsed by json.loads, or made here).
 compact_json = jsontext.encoder()
@@ -80,9 +91,10 @@ class ChunkParser:
         self.done = False  # `data: [DONE]` seen
         self.error: dict | None = None  # an error event the upstream sent mid-stream
         self.chunks = 0  # content chunks seen
-        # A content event's bytes before its literal, after it, and after the padding's gap (None: no gap).
-        self._frame: tuple[bytes, bytes, bytes | None] | None = None
-        self.lane: tuple[bytes, bytes, bytes | None] | None = None  # the frame, while no partial event waits
+        # A content event's bytes before its literal and after it, and, where it is padded, the
+        # match of the literal, the bytes between it and the padding, and the padding (None: no padding).
+        self._frame: tuple[bytes, bytes, Callable[..., re.Match | None] | None] | None = None
+        self.lane: tuple[bytes, bytes, Callable[..., re.Match | None] | None] | None = None  # while nothing waits
 
     def feed(self, data: bytes) -> list[bytes]:
         """JSON string literals of choice 0's content in the events `data` completes, in order."""
@@ -154,8 +166,8 @@ class ChunkParser:
         if gap >= 0:
             gap += len(_PADDING)
             close = after.find(b'"', gap)
-            if close >= 0 and PLAIN_TEXT.fullmatch(after, gap, close):
-                self._frame = self.lane = (event[:start], after[:gap], after[close:])
+            if close >= 0 and _PLAIN_TEXT.fullmatch(after, gap, close):
+                self._frame = self.lane = (event[:start], after[close:], _gap(after[:gap]))
                 return
         self._frame = self.lane = (event[:start], after, None)
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 
 import httpx2
 
-from .events import PLAIN_LITERAL, PLAIN_TEXT, ChunkParser, MalformedChunk
+from .events import PLAIN_LITERAL, ChunkParser, MalformedChunk
 from .httpbody import FRESH, MAX_LINE, READ_SIZE, Body, MalformedResponse
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, malformed, too_large, withheld
 from ..runtime.guard import ClientGone, Guard, UpstreamSilent
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 
 _ERROR_KIND = re.compile(r"[a-z_]{1,40}")
-_fullmatch_plain, _fullmatch_padding = PLAIN_LITERAL.fullmatch, PLAIN_TEXT.fullmatch
+_fullmatch_plain = PLAIN_LITERAL.fullmatch
 INFINITY = float("inf")
 
 
@@ -82,7 +82,7 @@ class ChatStream:
             read, decoder = partial(next, self._reads_from, None), None
         if waits is not None:
             wait, recv_ready, recv = waits
-        lane = prefix = middle = tail = prefix_length = middle_length = suffix = None  # the parser's frame (chunked)
+        lane = prefix = gap = prefix_length = suffix = None  # the parser's frame, as compared here (chunked)
         until = None  # until the first read, the guard holds the first-token deadline
         emptied_at = -FRESH  # when the last read emptied the socket
         ended = False  # the answer's bytes have all been read
@@ -150,23 +150,22 @@ class ChatStream:
                         if parser.lane is not lane:
                             lane = parser.lane
                             if lane is not None:
-                                prefix, middle, tail = lane
-                                prefix_length, middle_length = len(prefix), len(middle)
-                                suffix = (middle if tail is None else tail) + b"\r\n"
+                                prefix, after, gap = lane
+                                prefix_length, suffix = len(prefix), after + b"\r\n"
                         if lane is not None and decoder.between:
-                            # The common read: `<size>\r\n<prefix>"literal"<suffix>\r\n`, one whole chunk;
-                            # where the frame has a gap, `<middle><padding><tail>` is its suffix.
+                            # The common read: `<size>\r\n<prefix>"literal"<after>\r\n`, one whole chunk,
+                            # where a padded frame's `gap` matches the literal, its padding and what lies between.
                             line_end = data.find(b"\r\n")
-                            start = line_end + 2 + prefix_length
-                            if tail is None:
-                                end = len(data) - len(suffix)
-                                fits = True
+                            start, end = line_end + 2 + prefix_length, len(data) - len(suffix)
+                            if gap is None:
+                                fits = _fullmatch_plain(data, start, end) is not None
                             else:
-                                end = data.find(b'"', start + 1) + 1
-                                fits = data.startswith(middle, end) and _fullmatch_padding(
-                                    data, end + middle_length, len(data) - len(suffix)) is not None
+                                match = gap(data, start, end)
+                                fits = match is not None
+                                if fits:
+                                    end = match.end(1)
                             if (fits and 0 < line_end <= MAX_LINE and data.startswith(prefix, line_end + 2)
-                                    and data.endswith(suffix) and _fullmatch_plain(data, start, end)):
+                                    and data.endswith(suffix)):
                                 try:
                                     size = int(data[:line_end], 16)
                                 except ValueError:
