@@ -13,9 +13,9 @@ from flaskapp.errors import UpstreamError
 from flaskapp.runtime.guard import Guard
 from flaskapp.upstream.client import UpstreamSettings
 from flaskapp.upstream.events import ChunkParser
-from flaskapp.upstream.httpbody import Body
 from flaskapp.upstream.stream import ChatStream
 from flaskapp.web.relay import CHAT_EVENTS, SSE_BODY, TEXT_BODY
+from scripted import chunked_body
 
 KEY = b"sk-proj-0123456789abcdef"
 TOP = b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4","choices":'
@@ -39,26 +39,9 @@ OPENING = chunk(event(b'{"role":"assistant","content":""}'))
 ENDING = chunk(event(b"{}", b'"stop"') + b"data: [DONE]\n\n") + b"0\r\n\r\n"
 
 
-class ScriptedSocket:
-    def __init__(self, reads: list[bytes]) -> None:
-        self.reads = list(reads)
-
-    def recv(self, size: int) -> bytes:
-        return self.reads.pop(0) if self.reads else b""
-
-    def gettimeout(self) -> None:
-        return None
-
-
-class ScriptedConnection:
-    def __init__(self, reads: list[bytes]) -> None:
-        self.sock, self.buffer = ScriptedSocket(reads), b""
-        self.wait_readable, self.recv_ready = None, self.sock.recv
-
-
 def outcome(reads: list[bytes], output, itself: bool, **settings) -> tuple:
     """What a client is sent and what the stream counted, reading the body itself or not."""
-    body = Body(ScriptedConnection(reads), [(b"Transfer-Encoding", b"chunked")], False, lambda connection: None)
+    body = chunked_body(reads)
     stream = ChatStream(iter(body), close=body.close, guard=Guard(), settings=UpstreamSettings(**settings),
                         body=body if itself else None)
     writes, error = [], None
@@ -98,7 +81,7 @@ class CountingParser(ChunkParser):
 @pytest.mark.parametrize("padding", [None, b"xYz"], ids=["plain", "padded as OpenAI's"])
 def test_after_the_first_content_each_token_read_is_taken_without_the_parser(padding):
     reads = [OPENING] + [chunk(content(f" word{i}", padding)) for i in range(10)] + [ENDING]
-    body = Body(ScriptedConnection(reads), [(b"Transfer-Encoding", b"chunked")], False, lambda connection: None)
+    body = chunked_body(reads)
     parser = CountingParser()
     stream = ChatStream(iter(body), close=body.close, guard=Guard(), settings=UpstreamSettings(), parser=parser,
                         body=body)

@@ -14,9 +14,10 @@ import pytest
 from flaskapp import errors
 from flaskapp.config import ConfigError
 from flaskapp.runtime.guard import Guard
-from flaskapp.upstream.httpbody import MAX_LINE, READ_SIZE, Body
+from flaskapp.upstream.httpbody import MAX_LINE, READ_SIZE
 from flaskapp.upstream.http11 import ConnectionPool, MalformedResponse
 from flaskapp.upstream.client import Upstream, UpstreamSettings
+from scripted import chunked_body
 
 HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: upstream\r\nContent-Length: 2\r\n\r\n"
 
@@ -165,32 +166,6 @@ def endless(piece: bytes, seconds: float = 4.0, pause: float = 0.0):
             if pause:
                 time.sleep(pause)
     return send
-
-
-class FakeSocket:
-    """Hands out scripted reads (unit tests of the decoder, without the network's timing)."""
-
-    def __init__(self, reads: list[bytes]) -> None:
-        self.reads = list(reads)
-
-    def recv(self, size: int) -> bytes:
-        return self.reads.pop(0) if self.reads else b""
-
-    def gettimeout(self) -> None:
-        return None
-
-    def settimeout(self, timeout: float | None) -> None:
-        pass
-
-
-class FakeConnection:
-    def __init__(self, reads: list[bytes]) -> None:
-        self.sock, self.buffer = FakeSocket(reads), b""
-        self.wait_readable, self.recv_ready = None, self.sock.recv  # no event loop to wait on
-
-
-def chunked_body(reads: list[bytes]) -> Body:
-    return Body(FakeConnection(reads), [(b"Transfer-Encoding", b"chunked")], False, lambda connection: None)
 
 
 def test_a_large_chunk_comes_out_as_it_arrives():

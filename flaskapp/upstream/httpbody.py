@@ -201,7 +201,7 @@ class Body:
         self._waits = self._wait_readable is not None  # None without gevent, and for TLS
 
     def __iter__(self) -> Iterator[bytes]:
-        # The decoder itself, not a generator around it: one generator resumed per read.
+        # One generator resumed per read.
         if self._complete:
             return iter(())
         if self.decoder is not None:
