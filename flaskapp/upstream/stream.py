@@ -10,7 +10,7 @@ The loop in `writes` runs once per upstream read, so it is the relay's cost per 
 Over the lean transport it reads the body's socket itself, and the common read (one whole
 chunk holding one content event in the stream's frame, events.py) becomes its write there,
 with a few byte comparisons; every other read goes through the chunked decoder
-(httpbody.py) and the event parser, which the common read would give the same answer.
+(httpbody.py) and the event parser, which would make the common read the same write.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 _ERROR_KIND = re.compile(r"[a-z_]{1,40}")
 _fullmatch_plain = PLAIN_LITERAL.fullmatch
-INFINITY = float("inf")
+_INFINITY = float("inf")
 
 
 class Encoding(NamedTuple):
@@ -55,7 +55,7 @@ class ChatStream:
                  settings: "UpstreamSettings", parser: ChunkParser | None = None, body: Body | None = None) -> None:
         self.parser = parser if parser is not None else ChunkParser()
         self.close = close
-        self.written = 0  # bytes of the writes made so far
+        self.written = 0  # bytes of the writes made, counted when `writes` ends
         self._reads_from, self._guard = reads, guard
         self._body = body if body is not None and body.decoder is not None else None
         self._first_token_timeout, self._idle_timeout = settings.first_token_timeout, settings.idle_timeout
@@ -69,9 +69,9 @@ class ChatStream:
         None, the upstream's whole events as they came (checked on the way through; never an
         error event). A write holding `forbidden` (the upstream's key) raises an UpstreamError."""
         guard, parser, idle, pacer = self._guard, self.parser, self._idle_timeout, self._pacer
-        interval, due = (pacer.interval, 0.0) if pacer is not None else (0.0, INFINITY)  # when to pace
+        interval, due = (pacer.interval, 0.0) if pacer is not None else (0.0, _INFINITY)  # when to pace
         # After a read that waited, the loop has turned: the next look is a slice later.
-        after_wait = INFINITY if pacer is None else -INFINITY if interval else pacer.slice
+        after_wait = _INFINITY if pacer is None else -_INFINITY if interval else pacer.slice
         feed, clock = parser.feed, time.monotonic
         stream_deadline, max_bytes, received, written, taken = self._stream_deadline, self._max_bytes, 0, 0, 0
         many, one = encoding if encoding is not None else (None, None)
