@@ -44,10 +44,13 @@ def encode_text(pieces: list[bytes]) -> bytes:
     return b"".join([piece[1:-1] if piece.find(b"\\") < 0 else text_of(piece) for piece in pieces])
 
 
+_SSE_TEXT = b'data: {"text":%s}\n\n'  # one piece's event
+
+
 def encode_sse(pieces: list[bytes]) -> bytes:
     if len(pieces) == 1:
-        return b'data: {"text":%s}\n\n' % pieces[0]
-    return b"".join([b'data: {"text":%s}\n\n' % piece for piece in pieces])
+        return _SSE_TEXT % pieces[0]
+    return b"".join([_SSE_TEXT % piece for piece in pieces])
 
 
 def _stream_headers(content_type: str) -> Headers:
@@ -221,7 +224,7 @@ class Output(NamedTuple):
 # Plain text; a failure after the first byte aborts the connection.
 TEXT_BODY = Output(Encoding(encode_text, None), "text/plain; charset=utf-8", Relay._abort_connection, None)
 # Our events: `data: {"text": ...}` per piece, then `event: done` or `event: error`.
-SSE_BODY = Output(Encoding(encode_sse, b'data: {"text":%s}\n\n'), "text/event-stream; charset=utf-8",
+SSE_BODY = Output(Encoding(encode_sse, _SSE_TEXT), "text/event-stream; charset=utf-8",
              Relay._error_event, Relay._done_event)
 # The upstream's own chat-completion (or legacy completion) events, for OpenAI-compatible clients.
 CHAT_EVENTS = Output(None, "text/event-stream; charset=utf-8", Relay._openai_error_event, None)
