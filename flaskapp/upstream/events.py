@@ -48,7 +48,7 @@ _PADDING = b',"obfuscation":"'
 def _gap(middle: bytes) -> Callable[..., re.Match | None]:
     """The `fullmatch` of a padded frame's varying part: a plain literal (group 1), `middle`, and
     the padding's plain text. One per distinct `middle` (an upstream's events have one or two)."""
-    return re.compile(rb'("[^"\\\n]+")' + re.escape(middle) + _TEXT).fullmatch
+    return re.compile(b"(" + PLAIN_LITERAL.pattern + b")" + re.escape(middle) + _TEXT).fullmatch
 
 _PLAIN_TEXT = re.compile(_TEXT)
 
@@ -91,8 +91,9 @@ class ChunkParser:
         self.done = False  # `data: [DONE]` seen
         self.error: dict | None = None  # an error event the upstream sent mid-stream
         self.chunks = 0  # content chunks seen
-        # A content event's bytes before its literal and after it, and, where it is padded, the
-        # match of the literal, the bytes between it and the padding, and the padding (None: no padding).
+        # A content event's bytes before its literal, its bytes after the literal (where it is
+        # padded: after the padding), and, where it is padded, the match of the literal, the bytes
+        # up to the padding and the padding (`_gap`; None: no padding).
         self._frame: tuple[bytes, bytes, Callable[..., re.Match | None] | None] | None = None
         self.lane: tuple[bytes, bytes, Callable[..., re.Match | None] | None] | None = None  # while nothing waits
 
